@@ -1,0 +1,52 @@
+//! Makes cargo rebuild when a migration is added, removed or edited, and
+//! refuses a bad `migrations/` directory at compile time with the same
+//! checks the runtime applies (the parser is shared, not copied).
+
+use std::path::Path;
+
+#[allow(dead_code)]
+#[path = "src/duration.rs"]
+mod duration;
+#[allow(dead_code)]
+#[path = "src/migrate/parse.rs"]
+mod parse;
+#[allow(dead_code)]
+#[path = "src/migrate/sql.rs"]
+mod sql;
+
+fn main() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    // A directory here makes cargo scan every file below it for changes.
+    println!("cargo:rerun-if-changed={}", dir.display());
+    println!("cargo:rerun-if-changed=src/migrate/parse.rs");
+    println!("cargo:rerun-if-changed=src/migrate/sql.rs");
+
+    let mut files = Vec::new();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) => fail(&format!("cannot read {}: {e}", dir.display())),
+    };
+    for entry in entries {
+        let entry = entry.unwrap_or_else(|e| fail(&format!("cannot read {}: {e}", dir.display())));
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let bytes = if entry.path().is_dir() {
+            Vec::new() // classified (and refused) by name below
+        } else {
+            std::fs::read(entry.path())
+                .unwrap_or_else(|e| fail(&format!("cannot read {name}: {e}")))
+        };
+        files.push((name, bytes));
+    }
+    files.sort();
+    if let Err(errors) = parse::parse_set(files) {
+        fail(&errors.to_string());
+    }
+}
+
+fn fail(message: &str) -> ! {
+    for line in message.lines() {
+        println!("cargo:warning={line}");
+    }
+    eprintln!("error: migrations/ is not valid:\n{message}");
+    std::process::exit(1);
+}

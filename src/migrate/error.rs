@@ -1,0 +1,321 @@
+//! Why a run failed, with what remains and what to do next.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio_postgres::error::ErrorPosition;
+
+use super::history::UnreadableRow;
+use super::lock::{KEY, LockHolder};
+use super::parse::{Location, SourceErrors};
+use super::plan::PlanError;
+
+/// What PostgreSQL said about a failed query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServerError {
+    /// SQLSTATE, when the server sent one (none when the connection broke).
+    pub code: Option<String>,
+    /// The message.
+    pub message: String,
+    /// DETAIL, if any.
+    pub detail: Option<String>,
+    /// HINT, if any.
+    pub hint: Option<String>,
+    /// CONTEXT (e.g. the PL/pgSQL line), if any.
+    pub context: Option<String>,
+    /// The position PostgreSQL reported (1-based, in characters, into the query sent).
+    #[serde(skip)]
+    pub position: Option<u32>,
+}
+
+/// SQLSTATE of `lock_timeout`.
+pub const LOCK_NOT_AVAILABLE: &str = "55P03";
+/// SQLSTATE of a cancelled statement (`statement_timeout`, a cancel request).
+pub const QUERY_CANCELED: &str = "57014";
+
+impl ServerError {
+    /// Reads a tokio-postgres error.
+    pub fn from_pg(e: &tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) => ServerError {
+                code: Some(db.code().code().to_string()),
+                message: db.message().to_string(),
+                detail: db.detail().map(str::to_string),
+                hint: db.hint().map(str::to_string),
+                context: db.where_().map(str::to_string),
+                position: match db.position() {
+                    Some(ErrorPosition::Original(p)) => Some(*p),
+                    _ => None,
+                },
+            },
+            None if e.is_closed() => ServerError {
+                code: None,
+                message: "the connection to the server was lost".into(),
+                detail: None,
+                hint: None,
+                context: None,
+                position: None,
+            },
+            None => ServerError {
+                code: None,
+                message: crate::db::error_chain(e),
+                detail: None,
+                hint: None,
+                context: None,
+                position: None,
+            },
+        }
+    }
+
+    /// True for `lock_timeout`.
+    pub fn is_lock_timeout(&self) -> bool {
+        self.code.as_deref() == Some(LOCK_NOT_AVAILABLE)
+    }
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(code) = &self.code {
+            write!(f, "{code} ")?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(d) = &self.detail {
+            write!(f, " (DETAIL: {d})")?;
+        }
+        if let Some(h) = &self.hint {
+            write!(f, " (HINT: {h})")?;
+        }
+        if let Some(c) = &self.context {
+            write!(f, " (CONTEXT: {c})")?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Location {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Location", 2)?;
+        st.serialize_field("line", &self.line)?;
+        st.serialize_field("column", &self.column)?;
+        st.end()
+    }
+}
+
+/// A migration that failed, and the state it left.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MigrationFailure {
+    /// The migration; `None` when the transaction itself failed (at COMMIT).
+    pub migration: Option<String>,
+    /// Where in the file, when PostgreSQL gave a position.
+    pub location: Option<Location>,
+    /// For a file run outside a transaction: which statement (from 1).
+    pub statement: Option<usize>,
+    /// What PostgreSQL said.
+    pub error: ServerError,
+    /// How the failed migration ran: `batch`, `each` or `no-transaction`.
+    pub ran_as: &'static str,
+    /// Rolled back with it (the rest of its batch).
+    pub rolled_back: Vec<String>,
+    /// Applied and committed earlier in this run; they stay applied.
+    pub kept: Vec<String>,
+    /// Invalid indexes in the database after the failure (a failed
+    /// `CREATE INDEX CONCURRENTLY` leaves one).
+    pub invalid_indexes: Vec<String>,
+    /// How many times it was tried (lock timeouts are retried).
+    pub attempts: u32,
+    /// The run's timeouts, for the advice.
+    #[serde(skip)]
+    pub timeouts: (Duration, Duration),
+}
+
+impl fmt::Display for MigrationFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.migration {
+            Some(name) => write!(f, "migration {name} failed")?,
+            None => write!(f, "the migration transaction failed at COMMIT")?,
+        }
+        if let Some(n) = self.statement {
+            write!(f, " in statement {n}")?;
+        }
+        if let Some(l) = self.location {
+            write!(f, " at {l}")?;
+        }
+        write!(f, ": {}", self.error)?;
+        if self.attempts > 1 {
+            write!(f, " (after {} attempts)", self.attempts)?;
+        }
+        write!(f, ". ")?;
+        match self.ran_as {
+            "no-transaction" => write!(
+                f,
+                "It ran outside a transaction: statements before the failing one stay done; it is not recorded and runs again from its first statement next time."
+            )?,
+            _ if self.rolled_back.len() > 1 => write!(
+                f,
+                "Nothing of its batch was kept (rolled back: {}).",
+                self.rolled_back.join(", ")
+            )?,
+            _ => write!(f, "Nothing of it was kept.")?,
+        }
+        if !self.kept.is_empty() {
+            write!(
+                f,
+                " Applied earlier in this run and kept: {}.",
+                self.kept.join(", ")
+            )?;
+        }
+        if !self.invalid_indexes.is_empty() {
+            write!(
+                f,
+                " Invalid index(es) left: {}; drop them (DROP INDEX CONCURRENTLY) or start the migration with DROP INDEX CONCURRENTLY IF EXISTS.",
+                self.invalid_indexes.join(", ")
+            )?;
+        }
+        let (lock_timeout, statement_timeout) = self.timeouts;
+        let advice = match self.error.code.as_deref() {
+            Some(LOCK_NOT_AVAILABLE) => format!(
+                " Another session held a lock this migration needs for longer than lock_timeout ({}ms): find it in pg_locks/pg_stat_activity, or deploy when it is idle.",
+                lock_timeout.as_millis()
+            ),
+            Some(QUERY_CANCELED) => format!(
+                " The statement ran longer than statement_timeout ({}ms) or was cancelled: raise DB_SETUP_STATEMENT_TIMEOUT, or put `-- db-setup: statement-timeout=<duration>` at the top of the file.",
+                statement_timeout.as_millis()
+            ),
+            None => " The database connection was lost; check the database, then deploy again.".into(),
+            _ => " Fix the SQL (in a new migration if this one was applied elsewhere) and deploy again.".into(),
+        };
+        f.write_str(&advice)
+    }
+}
+
+/// Why a migrate or status call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// The migration files are invalid.
+    #[error(transparent)]
+    Source(#[from] SourceErrors),
+    /// Another run holds the advisory lock.
+    #[error(
+        "another migration is already running: the advisory lock {KEY} is held{} and was not released within {}s; wait for it to finish, or if that session is stuck end it with pg_terminate_backend(pid)",
+        .holder.as_ref().map(|h| format!(" by {h}")).unwrap_or_default(),
+        .waited.as_secs()
+    )]
+    LockTimeout {
+        /// How long this run waited.
+        waited: Duration,
+        /// Who holds it, if visible.
+        holder: Option<LockHolder>,
+    },
+    /// The history and the files disagree.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// A migration failed.
+    #[error("{0}")]
+    Migration(Box<MigrationFailure>),
+    /// A migration outside a transaction left invalid indexes behind.
+    #[error(
+        "migration {migration} completed but the database has invalid index(es) {}: a concurrent index build failed or was skipped over by IF NOT EXISTS; drop them with DROP INDEX CONCURRENTLY and deploy again. The migration was not recorded.",
+        .indexes.join(", ")
+    )]
+    InvalidIndexes {
+        /// The migration.
+        migration: String,
+        /// The indexes, schema-qualified.
+        indexes: Vec<String>,
+    },
+    /// The history table has a row that cannot be read.
+    #[error(transparent)]
+    History(#[from] UnreadableRow),
+    /// A bookkeeping query failed (lock, history read, unlock).
+    #[error("{step} failed: {error}")]
+    Database {
+        /// Which step.
+        step: &'static str,
+        /// What PostgreSQL said.
+        error: ServerError,
+    },
+}
+
+impl MigrateError {
+    /// Wraps a bookkeeping query error.
+    pub fn database(step: &'static str, e: &tokio_postgres::Error) -> Self {
+        MigrateError::Database {
+            step,
+            error: ServerError::from_pg(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: Option<&str>) -> MigrationFailure {
+        MigrationFailure {
+            migration: Some("003_c".into()),
+            location: Some(Location { line: 4, column: 7 }),
+            statement: None,
+            error: ServerError {
+                code: code.map(str::to_string),
+                message: "relation \"nope\" does not exist".into(),
+                detail: None,
+                hint: None,
+                context: None,
+                position: Some(40),
+            },
+            ran_as: "batch",
+            rolled_back: vec!["002_b".into(), "003_c".into()],
+            kept: vec![],
+            invalid_indexes: vec![],
+            attempts: 1,
+            timeouts: (Duration::from_secs(5), Duration::from_secs(300)),
+        }
+    }
+
+    #[test]
+    fn a_failure_names_the_migration_the_code_the_place_and_what_remains() {
+        let text = failure(Some("42P01")).to_string();
+        assert_eq!(
+            text,
+            "migration 003_c failed at line 4, column 7: 42P01 relation \"nope\" does not exist. \
+             Nothing of its batch was kept (rolled back: 002_b, 003_c). \
+             Fix the SQL (in a new migration if this one was applied elsewhere) and deploy again."
+        );
+    }
+
+    #[test]
+    fn timeouts_get_their_own_advice() {
+        assert!(
+            failure(Some(LOCK_NOT_AVAILABLE))
+                .to_string()
+                .contains("lock_timeout (5000ms)")
+        );
+        assert!(
+            failure(Some(QUERY_CANCELED))
+                .to_string()
+                .contains("-- db-setup: statement-timeout=<duration>")
+        );
+        assert!(failure(None).to_string().contains("connection was lost"));
+    }
+
+    #[test]
+    fn lock_timeout_names_the_holder() {
+        let e = MigrateError::LockTimeout {
+            waited: Duration::from_secs(3),
+            holder: Some(LockHolder {
+                pid: 77,
+                user: None,
+                application_name: Some("psql".into()),
+                client_addr: None,
+                backend_start: None,
+                state: None,
+            }),
+        };
+        assert_eq!(
+            e.to_string(),
+            "another migration is already running: the advisory lock 7241865325823964 is held by backend pid 77 (application 'psql') and was not released within 3s; wait for it to finish, or if that session is stuck end it with pg_terminate_backend(pid)"
+        );
+    }
+}

@@ -1,0 +1,773 @@
+//! Runs a plan against PostgreSQL: the lock, the history table, the
+//! transactions, retries on `lock_timeout`, and the run report.
+//!
+//! Round trips: a no-op run costs three after connecting (lock + table
+//! check, history read, unlock). A run with work adds one for the whole
+//! batch in `batch` mode (every query of it is pipelined), one per
+//! migration in `each` mode, and one per statement of a no-transaction file.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio_postgres::{Client, SimpleQueryMessage};
+use tracing::{info, warn};
+
+use super::MigrationSet;
+use super::error::{MigrateError, MigrationFailure, ServerError};
+use super::history::{self, TableState};
+use super::lock::{self, LockHolder};
+use super::parse::Migration;
+use super::plan::{self, AppliedMigration, Plan, Problem};
+use crate::db::pipeline;
+use crate::duration::pg_setting;
+
+/// How pending migrations are grouped into transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransactionMode {
+    /// All pending migrations of a run in one transaction (a no-transaction
+    /// file splits the batch): a failed run leaves the database as it was.
+    #[default]
+    Batch,
+    /// One transaction per migration: earlier ones stay applied on failure.
+    Each,
+}
+
+impl FromStr for TransactionMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "batch" => Ok(TransactionMode::Batch),
+            "each" => Ok(TransactionMode::Each),
+            other => Err(format!(
+                "`{other}` is not a transaction mode: write batch or each"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for TransactionMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TransactionMode::Batch => "batch",
+            TransactionMode::Each => "each",
+        })
+    }
+}
+
+/// Settings of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Transaction grouping.
+    pub mode: TransactionMode,
+    /// How long to wait for the advisory lock.
+    pub lock_wait: Duration,
+    /// PostgreSQL `lock_timeout` for migration statements.
+    pub lock_timeout: Duration,
+    /// PostgreSQL `statement_timeout` for migration statements.
+    pub statement_timeout: Duration,
+    /// Retries after a `lock_timeout`.
+    pub lock_retries: u32,
+    /// Pause before the first retry; doubles after.
+    pub retry_pause: Duration,
+    /// Run only up to this migration (inclusive).
+    pub target: Option<String>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            mode: TransactionMode::Batch,
+            lock_wait: Duration::from_secs(60),
+            lock_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(300),
+            lock_retries: 3,
+            retry_pause: Duration::from_millis(500),
+            target: None,
+        }
+    }
+}
+
+/// One migration applied by a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AppliedStep {
+    /// Its name.
+    pub name: String,
+    /// Execution time in milliseconds, as recorded in `pgmigrations.execution_ms`.
+    pub execution_ms: f64,
+    /// True when it ran outside a transaction.
+    pub no_transaction: bool,
+}
+
+/// What a migrate run did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunReport {
+    /// Transaction mode used.
+    pub mode: TransactionMode,
+    /// Applied by this run, in order.
+    pub applied: Vec<AppliedStep>,
+    /// Already applied before this run (skipped).
+    pub already_applied: usize,
+    /// Not run because they come after the target.
+    pub pending: Vec<String>,
+    /// node-pg-migrate rows whose checksum was recorded by this run.
+    pub adopted_checksums: Vec<String>,
+    /// The last applied migration after the run.
+    pub last_migration: Option<String>,
+    /// Time spent waiting for the advisory lock.
+    pub lock_wait_ms: u64,
+    /// Time of the whole run.
+    pub total_ms: u64,
+}
+
+/// A migration not applied yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PendingMigration {
+    /// Its name.
+    pub name: String,
+    /// Its checksum.
+    pub checksum: String,
+    /// True when it will run outside a transaction.
+    pub no_transaction: bool,
+}
+
+/// One transaction (or one no-transaction file) of a planned run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedStep {
+    /// `transaction` or `no-transaction`.
+    pub kind: &'static str,
+    /// The migrations, in order.
+    pub migrations: Vec<String>,
+}
+
+/// The state of the database against the migrations: read only, no lock taken.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusReport {
+    /// Migrations embedded in this build.
+    pub embedded: usize,
+    /// The history table: `missing`, `node_pg_migrate` or `tracked`.
+    pub history_table: TableState,
+    /// The history, in order, with run times.
+    pub applied: Vec<AppliedMigration>,
+    /// Files not applied yet.
+    pub pending: Vec<PendingMigration>,
+    /// Why a migrate would refuse to run (order, missing files, checksum drift).
+    pub problems: Vec<Problem>,
+    /// Applied rows without a recorded checksum (written by node-pg-migrate);
+    /// the next migrate records them.
+    pub checksums_not_recorded: Vec<String>,
+    /// What a migrate with these options would do, when it would run at all.
+    pub plan: Option<Vec<PlannedStep>>,
+    /// Migrations held back by the target.
+    pub held_back: Vec<String>,
+    /// Who holds the migration lock now.
+    pub lock_holder: Option<LockHolder>,
+    /// Invalid indexes (left by a failed concurrent build).
+    pub invalid_indexes: Vec<String>,
+}
+
+/// The migrations of one step of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step<'m> {
+    /// Run together in one transaction.
+    Transaction(Vec<&'m Migration>),
+    /// Run statement by statement outside any transaction.
+    NoTransaction(&'m Migration),
+}
+
+/// Groups the migrations to run into steps: in `batch` mode consecutive
+/// transactional migrations share one transaction; in `each` mode every
+/// migration has its own. A no-transaction migration is always alone.
+pub fn steps<'m>(to_run: &[&'m Migration], mode: TransactionMode) -> Vec<Step<'m>> {
+    let mut steps = Vec::new();
+    for &m in to_run {
+        if m.directives.no_transaction {
+            steps.push(Step::NoTransaction(m));
+            continue;
+        }
+        match (mode, steps.last_mut()) {
+            (TransactionMode::Batch, Some(Step::Transaction(batch))) => batch.push(m),
+            _ => steps.push(Step::Transaction(vec![m])),
+        }
+    }
+    steps
+}
+
+const INVALID_INDEXES_SQL: &str = "SELECT format('%I.%I', n.nspname, c.relname) \
+     FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid \
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid ORDER BY 1";
+
+fn first_column(messages: &[SimpleQueryMessage]) -> Vec<String> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .collect()
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Applies migrations over one connection.
+pub struct Migrator<'c> {
+    client: &'c Client,
+    options: RunOptions,
+}
+
+impl<'c> Migrator<'c> {
+    /// A migrator over `client` with `options`.
+    pub fn new(client: &'c Client, options: RunOptions) -> Self {
+        Migrator { client, options }
+    }
+
+    fn session_timeouts(
+        &self,
+        scope: &str,
+        lock_timeout: Duration,
+        statement_timeout: Duration,
+    ) -> String {
+        format!(
+            "SET {scope}lock_timeout = {}; SET {scope}statement_timeout = {}",
+            pg_setting(lock_timeout),
+            pg_setting(statement_timeout)
+        )
+    }
+
+    fn effective_timeouts(&self, m: &Migration) -> (Duration, Duration) {
+        (
+            m.directives
+                .lock_timeout
+                .unwrap_or(self.options.lock_timeout),
+            m.directives
+                .statement_timeout
+                .unwrap_or(self.options.statement_timeout),
+        )
+    }
+
+    /// Applies the pending migrations of `set` under the advisory lock, which
+    /// is released on every path (and by the server if the connection drops).
+    pub async fn migrate(&self, set: &MigrationSet) -> Result<RunReport, MigrateError> {
+        let started = Instant::now();
+        let (table, waited) = self.acquire_lock().await?;
+        let result = self.migrate_locked(set, table, waited, started).await;
+        match self.client.simple_query(&lock::unlock_sql()).await {
+            Ok(_) => {}
+            Err(e) => {
+                warn!(error = %e, "could not release the migration lock; the server releases it when the session ends")
+            }
+        }
+        result
+    }
+
+    /// Takes the lock (polling `pg_try_advisory_lock` until `lock_wait`) and
+    /// reads the history table's state in the same round trip.
+    async fn acquire_lock(&self) -> Result<(TableState, Duration), MigrateError> {
+        let started = Instant::now();
+        let deadline = started + self.options.lock_wait;
+        let probe = format!(
+            "SELECT {}, {}",
+            lock::try_lock_expr(),
+            history::STATE_COLUMNS
+        );
+        let mut query = format!(
+            "{}; {probe}",
+            self.session_timeouts(
+                "",
+                self.options.lock_timeout,
+                self.options.statement_timeout
+            )
+        );
+        let mut pause = Duration::ZERO;
+        loop {
+            let messages = self
+                .client
+                .simple_query(&query)
+                .await
+                .map_err(|e| MigrateError::database("taking the migration lock", &e))?;
+            let row = messages.iter().find_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some((
+                    r.get(0) == Some("t"),
+                    TableState::from_flags(r.get(1), r.get(2)),
+                )),
+                _ => None,
+            });
+            if let Some((true, table)) = row {
+                let waited = started.elapsed();
+                info!(waited_ms = millis(waited), "migration lock taken");
+                return Ok((table, waited));
+            }
+            match lock::next_pause(pause, Instant::now(), deadline) {
+                Some(p) => {
+                    tokio::time::sleep(p).await;
+                    pause = p;
+                    query.clone_from(&probe);
+                }
+                None => {
+                    let holder = lock::holder(self.client).await.ok().flatten();
+                    return Err(MigrateError::LockTimeout {
+                        waited: started.elapsed(),
+                        holder,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn migrate_locked(
+        &self,
+        set: &MigrationSet,
+        table: TableState,
+        waited: Duration,
+        started: Instant,
+    ) -> Result<RunReport, MigrateError> {
+        let mut prepare = Vec::new();
+        if table == TableState::Missing {
+            prepare.push(history::CREATE_TABLE.to_string());
+        }
+        if table != TableState::Tracked {
+            prepare.push(history::ADD_COLUMNS.to_string());
+        }
+        prepare.push(history::select_sql(TableState::Tracked));
+        let messages = self
+            .client
+            .simple_query(&prepare.join("; "))
+            .await
+            .map_err(|e| MigrateError::database("reading pgmigrations", &e))?;
+        let applied = history::read_rows(&messages)?;
+        let plan = plan::plan(&applied, set.migrations(), self.options.target.as_deref())?;
+        info!(
+            already_applied = plan.already_applied,
+            to_run = plan.to_run.len(),
+            held_back = plan.held_back.len(),
+            "plan ready"
+        );
+
+        if let Some(sql) = history::adopt_sql(&plan.adopt) {
+            self.client.simple_query(&sql).await.map_err(|e| {
+                MigrateError::database("recording checksums of node-pg-migrate rows", &e)
+            })?;
+            info!(
+                rows = plan.adopt.len(),
+                "recorded checksums of rows written by node-pg-migrate"
+            );
+        }
+
+        let applied_steps = self.run_steps(&plan).await?;
+        let last_migration = applied_steps
+            .last()
+            .map(|s| s.name.clone())
+            .or_else(|| applied.last().map(|r| r.name.clone()));
+        let report = RunReport {
+            mode: self.options.mode,
+            applied: applied_steps,
+            already_applied: plan.already_applied,
+            pending: plan.held_back.iter().map(|m| m.name.clone()).collect(),
+            adopted_checksums: plan.adopt.iter().map(|a| a.name.clone()).collect(),
+            last_migration,
+            lock_wait_ms: millis(waited),
+            total_ms: millis(started.elapsed()),
+        };
+        info!(
+            applied = report.applied.len(),
+            already_applied = report.already_applied,
+            duration_ms = report.total_ms,
+            "migrations done"
+        );
+        Ok(report)
+    }
+
+    async fn run_steps(&self, plan: &Plan<'_>) -> Result<Vec<AppliedStep>, MigrateError> {
+        let mut done: Vec<AppliedStep> = Vec::new();
+        for step in steps(&plan.to_run, self.options.mode) {
+            let result = match &step {
+                Step::Transaction(batch) => self.with_retries(|| self.run_transaction(batch)).await,
+                Step::NoTransaction(m) => self.run_outside(m).await,
+            };
+            match result {
+                Ok(mut steps) => done.append(&mut steps),
+                Err(StepError::Failed(mut failure)) => {
+                    failure.kept = done.iter().map(|s| s.name.clone()).collect();
+                    failure.invalid_indexes = self.invalid_indexes().await.unwrap_or_default();
+                    warn!(error = %failure, "migration failed");
+                    return Err(MigrateError::Migration(failure));
+                }
+                Err(StepError::Other(e)) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+
+    /// Retries `attempt` after a `lock_timeout`, with a doubling pause.
+    async fn with_retries<'a, F, Fut>(
+        &'a self,
+        mut attempt: F,
+    ) -> Result<Vec<AppliedStep>, StepError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<AppliedStep>, StepError>> + 'a,
+    {
+        let mut pause = self.options.retry_pause;
+        let mut tries = 1;
+        loop {
+            match attempt().await {
+                Err(StepError::Failed(mut f)) if f.error.is_lock_timeout() => {
+                    if tries > self.options.lock_retries {
+                        f.attempts = tries;
+                        return Err(StepError::Failed(f));
+                    }
+                    warn!(
+                        migration = f.migration.as_deref().unwrap_or(""),
+                        attempt = tries,
+                        pause_ms = millis(pause),
+                        "lock_timeout: retrying"
+                    );
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One transaction: BEGIN, each migration's SQL with its history row in
+    /// the same message, COMMIT; all pipelined in one round trip.
+    async fn run_transaction(&self, batch: &[&Migration]) -> Result<Vec<AppliedStep>, StepError> {
+        let started = Instant::now();
+        let defaults = (self.options.lock_timeout, self.options.statement_timeout);
+        let mut queries = vec![format!(
+            "BEGIN; {}",
+            self.session_timeouts("LOCAL ", defaults.0, defaults.1)
+        )];
+        // For each query, the migration it belongs to.
+        let mut owner: Vec<Option<usize>> = vec![None];
+        let mut migration_query = Vec::with_capacity(batch.len());
+        for (i, m) in batch.iter().enumerate() {
+            let timeouts = self.effective_timeouts(m);
+            let overridden = timeouts != defaults;
+            if overridden {
+                queries.push(self.session_timeouts("LOCAL ", timeouts.0, timeouts.1));
+                owner.push(Some(i));
+            }
+            queries.push(format!(
+                "{}\n;\n{}",
+                m.sql(),
+                history::insert_measured_sql(m)
+            ));
+            owner.push(Some(i));
+            migration_query.push(queries.len() - 1);
+            if overridden {
+                queries.push(self.session_timeouts("LOCAL ", defaults.0, defaults.1));
+                owner.push(Some(i));
+            }
+        }
+        queries.push("COMMIT".into());
+        owner.push(None);
+
+        let results = pipeline(self.client, &queries).await;
+        let ran_as = match self.options.mode {
+            TransactionMode::Batch => "batch",
+            TransactionMode::Each => "each",
+        };
+        if let Some((index, error)) = results
+            .iter()
+            .enumerate()
+            .find_map(|(i, r)| r.as_ref().err().map(|e| (i, ServerError::from_pg(e))))
+        {
+            // The pipelined COMMIT of an aborted transaction rolls it back; this
+            // ROLLBACK only matters if the failure was in BEGIN itself.
+            let _ = self.client.simple_query("ROLLBACK").await;
+            let failed = owner.get(index).copied().flatten().map(|i| batch[i]);
+            let (lock_timeout, statement_timeout) = failed
+                .map(|m| self.effective_timeouts(m))
+                .unwrap_or(defaults);
+            return Err(StepError::Failed(Box::new(MigrationFailure {
+                migration: failed.map(|m| m.name.clone()),
+                location: failed
+                    .zip(error.position)
+                    .map(|(m, p)| m.location_of_error(0, p)),
+                statement: None,
+                error,
+                ran_as,
+                rolled_back: batch.iter().map(|m| m.name.clone()).collect(),
+                kept: Vec::new(),
+                invalid_indexes: Vec::new(),
+                attempts: 1,
+                timeouts: (lock_timeout, statement_timeout),
+            })));
+        }
+        let mut steps = Vec::with_capacity(batch.len());
+        for (m, &q) in batch.iter().zip(&migration_query) {
+            let execution_ms = results[q]
+                .as_ref()
+                .ok()
+                .and_then(|messages| history::last_value(messages))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            info!(migration = %m.name, execution_ms, "applied");
+            steps.push(AppliedStep {
+                name: m.name.clone(),
+                execution_ms,
+                no_transaction: false,
+            });
+        }
+        info!(
+            migrations = batch.len(),
+            duration_ms = millis(started.elapsed()),
+            "transaction committed"
+        );
+        Ok(steps)
+    }
+
+    /// A no-transaction migration: each statement on its own (autocommit),
+    /// in order; the history row only after all succeed and no index is
+    /// left invalid.
+    async fn run_outside(&self, m: &Migration) -> Result<Vec<AppliedStep>, StepError> {
+        let started = Instant::now();
+        let (lock_timeout, statement_timeout) = self.effective_timeouts(m);
+        let set = self.session_timeouts("", lock_timeout, statement_timeout);
+        self.client
+            .simple_query(&set)
+            .await
+            .map_err(|e| StepError::Other(MigrateError::database("setting timeouts", &e)))?;
+        let result = self
+            .run_statements(m, (lock_timeout, statement_timeout))
+            .await;
+        let restore = self.session_timeouts(
+            "",
+            self.options.lock_timeout,
+            self.options.statement_timeout,
+        );
+        if let Err(e) = self.client.simple_query(&restore).await {
+            warn!(error = %e, "could not restore the session timeouts");
+        }
+        result?;
+
+        let invalid = self.invalid_indexes().await.map_err(|e| {
+            StepError::Other(MigrateError::database("checking for invalid indexes", &e))
+        })?;
+        if !invalid.is_empty() {
+            return Err(StepError::Other(MigrateError::InvalidIndexes {
+                migration: m.name.clone(),
+                indexes: invalid,
+            }));
+        }
+        let execution_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.client
+            .simple_query(&history::insert_sql(m, execution_ms))
+            .await
+            .map_err(|e| {
+                StepError::Other(MigrateError::database(
+                    "recording a no-transaction migration",
+                    &e,
+                ))
+            })?;
+        info!(migration = %m.name, execution_ms, "applied outside a transaction");
+        Ok(vec![AppliedStep {
+            name: m.name.clone(),
+            execution_ms,
+            no_transaction: true,
+        }])
+    }
+
+    async fn run_statements(
+        &self,
+        m: &Migration,
+        timeouts: (Duration, Duration),
+    ) -> Result<(), StepError> {
+        for (n, (offset, text)) in m.statement_texts().enumerate() {
+            let text = text.to_string();
+            let run = || async {
+                self.client
+                    .simple_query(&text)
+                    .await
+                    .map(|_| Vec::new())
+                    .map_err(|e| {
+                        let error = ServerError::from_pg(&e);
+                        StepError::Failed(Box::new(MigrationFailure {
+                            migration: Some(m.name.clone()),
+                            location: error.position.map(|p| m.location_of_error(offset, p)),
+                            statement: Some(n + 1),
+                            error,
+                            ran_as: "no-transaction",
+                            rolled_back: Vec::new(),
+                            kept: Vec::new(),
+                            invalid_indexes: Vec::new(),
+                            attempts: 1,
+                            timeouts,
+                        }))
+                    })
+            };
+            self.with_retries(run).await?;
+        }
+        Ok(())
+    }
+
+    async fn invalid_indexes(&self) -> Result<Vec<String>, tokio_postgres::Error> {
+        Ok(first_column(
+            &self.client.simple_query(INVALID_INDEXES_SQL).await?,
+        ))
+    }
+
+    /// Reads the state of the database against `set`: history, pending,
+    /// problems, the lock holder. Takes no lock and writes nothing.
+    pub async fn status(&self, set: &MigrationSet) -> Result<StatusReport, MigrateError> {
+        let messages = self
+            .client
+            .simple_query(&format!("SELECT {}", history::STATE_COLUMNS))
+            .await
+            .map_err(|e| MigrateError::database("checking pgmigrations", &e))?;
+        let table = messages
+            .iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some(TableState::from_flags(r.get(0), r.get(1))),
+                _ => None,
+            })
+            .unwrap_or(TableState::Missing);
+        let applied = if table == TableState::Missing {
+            Vec::new()
+        } else {
+            let rows = self
+                .client
+                .simple_query(&history::select_sql(table))
+                .await
+                .map_err(|e| MigrateError::database("reading pgmigrations", &e))?;
+            history::read_rows(&rows)?
+        };
+        let recorded: std::collections::HashSet<&str> =
+            applied.iter().map(|r| r.name.as_str()).collect();
+        let pending = set
+            .migrations()
+            .iter()
+            .filter(|m| !recorded.contains(m.name.as_str()))
+            .map(|m| PendingMigration {
+                name: m.name.clone(),
+                checksum: m.checksum.clone(),
+                no_transaction: m.directives.no_transaction,
+            })
+            .collect();
+        let checksums_not_recorded = applied
+            .iter()
+            .filter(|r| r.checksum.is_none())
+            .map(|r| r.name.clone())
+            .collect();
+        let (problems, planned, held_back) =
+            match plan::plan(&applied, set.migrations(), self.options.target.as_deref()) {
+                Ok(p) => {
+                    let planned = steps(&p.to_run, self.options.mode)
+                        .into_iter()
+                        .map(|s| match s {
+                            Step::Transaction(ms) => PlannedStep {
+                                kind: "transaction",
+                                migrations: ms.iter().map(|m| m.name.clone()).collect(),
+                            },
+                            Step::NoTransaction(m) => PlannedStep {
+                                kind: "no-transaction",
+                                migrations: vec![m.name.clone()],
+                            },
+                        })
+                        .collect();
+                    (
+                        Vec::new(),
+                        Some(planned),
+                        p.held_back.iter().map(|m| m.name.clone()).collect(),
+                    )
+                }
+                Err(e) => (e.0, None, Vec::new()),
+            };
+        Ok(StatusReport {
+            embedded: set.migrations().len(),
+            history_table: table,
+            applied,
+            pending,
+            problems,
+            checksums_not_recorded,
+            plan: planned,
+            held_back,
+            lock_holder: lock::holder(self.client)
+                .await
+                .map_err(|e| MigrateError::database("looking up the lock holder", &e))?,
+            invalid_indexes: self
+                .invalid_indexes()
+                .await
+                .map_err(|e| MigrateError::database("checking for invalid indexes", &e))?,
+        })
+    }
+}
+
+/// A step's failure: a migration's (retryable on lock timeout) or another.
+enum StepError {
+    Failed(Box<MigrationFailure>),
+    Other(MigrateError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse::parse_set;
+    use super::*;
+
+    fn set(files: &[(&str, &str)]) -> Vec<Migration> {
+        parse_set(
+            files
+                .iter()
+                .map(|(f, c)| (f.to_string(), c.as_bytes().to_vec())),
+        )
+        .unwrap()
+    }
+
+    fn shape(steps: &[Step<'_>]) -> Vec<String> {
+        steps
+            .iter()
+            .map(|s| match s {
+                Step::Transaction(ms) => format!(
+                    "tx[{}]",
+                    ms.iter()
+                        .map(|m| m.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                Step::NoTransaction(m) => format!("no-tx[{}]", m.name),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batch_mode_groups_around_no_transaction_files() {
+        let ms = set(&[
+            ("1_a.sql", "select 1"),
+            ("2_b.sql", "select 1"),
+            (
+                "3_idx.sql",
+                "-- db-setup: no-transaction\nCREATE INDEX CONCURRENTLY i ON t (x)",
+            ),
+            ("4_c.sql", "select 1"),
+        ]);
+        let refs: Vec<&Migration> = ms.iter().collect();
+        assert_eq!(
+            shape(&steps(&refs, TransactionMode::Batch)),
+            ["tx[1_a,2_b]", "no-tx[3_idx]", "tx[4_c]"]
+        );
+        assert_eq!(
+            shape(&steps(&refs, TransactionMode::Each)),
+            ["tx[1_a]", "tx[2_b]", "no-tx[3_idx]", "tx[4_c]"]
+        );
+    }
+
+    #[test]
+    fn modes_parse() {
+        assert_eq!("batch".parse(), Ok(TransactionMode::Batch));
+        assert_eq!("each".parse(), Ok(TransactionMode::Each));
+        assert!(
+            "all"
+                .parse::<TransactionMode>()
+                .unwrap_err()
+                .contains("batch or each")
+        );
+    }
+}

@@ -1,0 +1,459 @@
+//! A small PostgreSQL lexer: enough to split a script into statements the way
+//! `psql` does and to read each statement's words.
+//!
+//! It knows the parts of the grammar that can hide a `;`: string literals
+//! (`'..'`, `E'..'` with backslash escapes), quoted identifiers, dollar-quoted
+//! bodies, line and nested block comments, and SQL-standard function bodies
+//! (`BEGIN ATOMIC ... END`). It is pure and shared with `build.rs`, so it uses
+//! nothing but `std`.
+
+use std::fmt;
+
+/// The kind of a lexical token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// A keyword or unquoted identifier.
+    Word,
+    /// A `"quoted"` identifier.
+    QuotedIdent,
+    /// A string literal, plain or with a prefix (`E`, `B`, `X`, `U&`).
+    String,
+    /// A `$tag$ ... $tag$` body.
+    DollarString,
+    /// `-- ...` up to the end of the line.
+    LineComment,
+    /// `/* ... */`, possibly nested.
+    BlockComment,
+    /// `;`
+    Semicolon,
+    /// Anything else: numbers, operators, punctuation, parameters.
+    Other,
+}
+
+/// One token: its kind and its byte range in the script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Token {
+    /// What the token is.
+    pub kind: TokenKind,
+    /// Byte offset of its first byte.
+    pub start: usize,
+    /// Byte offset one past its last byte.
+    pub end: usize,
+}
+
+impl Token {
+    /// The token's text in `script`.
+    pub fn text<'a>(&self, script: &'a str) -> &'a str {
+        &script[self.start..self.end]
+    }
+
+    /// True for comments, which carry no SQL.
+    pub fn is_comment(&self) -> bool {
+        matches!(self.kind, TokenKind::LineComment | TokenKind::BlockComment)
+    }
+}
+
+/// A construct that was opened and never closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LexError {
+    /// What was left open: "string literal", "quoted identifier", ...
+    pub what: &'static str,
+    /// Byte offset where it was opened.
+    pub offset: usize,
+}
+
+impl fmt::Display for LexError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unterminated {}", self.what)
+    }
+}
+
+impl std::error::Error for LexError {}
+
+fn is_ident_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+}
+
+fn is_ident_char(b: u8) -> bool {
+    is_ident_start(b) || b.is_ascii_digit() || b == b'$'
+}
+
+/// Splits `script` into tokens. Whitespace is dropped.
+pub fn tokenize(script: &str) -> Result<Vec<Token>, LexError> {
+    let bytes = script.as_bytes();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let start = i;
+        let kind = match b {
+            b if b.is_ascii_whitespace() => {
+                i += 1;
+                continue;
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                i = memchr(b'\n', bytes, i).unwrap_or(bytes.len());
+                TokenKind::LineComment
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i = block_comment_end(bytes, i).ok_or(LexError {
+                    what: "block comment",
+                    offset: start,
+                })?;
+                TokenKind::BlockComment
+            }
+            b'\'' => {
+                i = quoted_end(bytes, i, b'\'', false).ok_or(LexError {
+                    what: "string literal",
+                    offset: start,
+                })?;
+                TokenKind::String
+            }
+            b'"' => {
+                i = quoted_end(bytes, i, b'"', false).ok_or(LexError {
+                    what: "quoted identifier",
+                    offset: start,
+                })?;
+                TokenKind::QuotedIdent
+            }
+            b'$' => match dollar_tag(bytes, i) {
+                Some(tag_end) => {
+                    let tag = &bytes[i..tag_end];
+                    i = find(bytes, tag, tag_end)
+                        .map(|close| close + tag.len())
+                        .ok_or(LexError {
+                            what: "dollar-quoted string",
+                            offset: start,
+                        })?;
+                    TokenKind::DollarString
+                }
+                None => {
+                    i += 1;
+                    while i < bytes.len() && bytes[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                    TokenKind::Other
+                }
+            },
+            b';' => {
+                i += 1;
+                TokenKind::Semicolon
+            }
+            b if is_ident_start(b) => {
+                while i < bytes.len() && is_ident_char(bytes[i]) {
+                    i += 1;
+                }
+                // A prefixed literal: E'..', B'..', X'..', N'..', U&'..'.
+                let word = &bytes[start..i];
+                if bytes.get(i) == Some(&b'\'') && word.len() == 1 {
+                    let escapes = word[0].eq_ignore_ascii_case(&b'e');
+                    i = quoted_end(bytes, i, b'\'', escapes).ok_or(LexError {
+                        what: "string literal",
+                        offset: start,
+                    })?;
+                    TokenKind::String
+                } else if word.eq_ignore_ascii_case(b"u")
+                    && bytes.get(i) == Some(&b'&')
+                    && matches!(bytes.get(i + 1), Some(b'\'') | Some(b'"'))
+                {
+                    let quote = bytes[i + 1];
+                    i = quoted_end(bytes, i + 1, quote, false).ok_or(LexError {
+                        what: "unicode literal",
+                        offset: start,
+                    })?;
+                    if quote == b'"' {
+                        TokenKind::QuotedIdent
+                    } else {
+                        TokenKind::String
+                    }
+                } else {
+                    TokenKind::Word
+                }
+            }
+            b if b.is_ascii_digit() => {
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'.') {
+                    i += 1;
+                }
+                TokenKind::Other
+            }
+            _ => {
+                i += 1;
+                TokenKind::Other
+            }
+        };
+        tokens.push(Token {
+            kind,
+            start,
+            end: i,
+        });
+    }
+    Ok(tokens)
+}
+
+fn memchr(needle: u8, haystack: &[u8], from: usize) -> Option<usize> {
+    haystack[from..]
+        .iter()
+        .position(|&b| b == needle)
+        .map(|p| p + from)
+}
+
+fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    if needle.is_empty() || from > haystack.len() {
+        return None;
+    }
+    haystack[from..]
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
+}
+
+/// End (exclusive) of the nested block comment opened at `start`.
+fn block_comment_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = start;
+    while i + 1 < bytes.len() {
+        match (bytes[i], bytes[i + 1]) {
+            (b'/', b'*') => {
+                depth += 1;
+                i += 2;
+            }
+            (b'*', b'/') => {
+                depth -= 1;
+                i += 2;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// End (exclusive) of the quoted run opened by `quote` at `start`; a doubled
+/// quote is an escaped quote, and with `backslash` so is `\'`.
+fn quoted_end(bytes: &[u8], start: usize, quote: u8, backslash: bool) -> Option<usize> {
+    let mut i = start + 1;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if backslash && b == b'\\' {
+            i += 2;
+            continue;
+        }
+        if b == quote {
+            if bytes.get(i + 1) == Some(&quote) {
+                i += 2;
+                continue;
+            }
+            return Some(i + 1);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// If a dollar-quote tag (`$$` or `$tag$`) starts at `start`, the offset just past it.
+fn dollar_tag(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    if bytes.get(i) == Some(&b'$') {
+        return Some(i + 1);
+    }
+    if !is_ident_start(*bytes.get(i)?) {
+        return None;
+    }
+    while i < bytes.len() && is_ident_char(bytes[i]) && bytes[i] != b'$' {
+        i += 1;
+    }
+    (bytes.get(i) == Some(&b'$')).then_some(i + 1)
+}
+
+/// One statement of a script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    /// Byte offset of its first token in the script.
+    pub offset: usize,
+    /// Byte offset one past its last token (the `;` is not included).
+    pub end: usize,
+    /// Its unquoted words, upper-cased, in order (keywords and plain identifiers).
+    pub words: Vec<String>,
+}
+
+impl Statement {
+    /// The statement's SQL text in `script`, without the trailing `;`.
+    pub fn text<'a>(&self, script: &'a str) -> &'a str {
+        &script[self.offset..self.end]
+    }
+
+    /// The first word, upper-cased ("" when the statement has no words).
+    pub fn first_word(&self) -> &str {
+        self.words.first().map(String::as_str).unwrap_or("")
+    }
+
+    /// True when `word` (upper case) is one of the statement's words.
+    pub fn has_word(&self, word: &str) -> bool {
+        self.words.iter().any(|w| w == word)
+    }
+}
+
+/// Splits a script into statements at top-level semicolons, as `psql` does.
+/// Statements made only of comments are dropped.
+pub fn split(script: &str) -> Result<Vec<Statement>, LexError> {
+    let tokens = tokenize(script)?;
+    let mut statements = Vec::new();
+    let mut current: Option<Statement> = None;
+    // Depth of BEGIN/CASE ... END inside CREATE FUNCTION/PROCEDURE bodies.
+    let mut depth = 0usize;
+    for token in &tokens {
+        if token.is_comment() {
+            continue;
+        }
+        if token.kind == TokenKind::Semicolon && depth == 0 {
+            statements.extend(current.take());
+            continue;
+        }
+        let stmt = current.get_or_insert_with(|| Statement {
+            offset: token.start,
+            end: token.end,
+            words: Vec::new(),
+        });
+        stmt.end = token.end;
+        if token.kind == TokenKind::Word {
+            let word = token.text(script).to_ascii_uppercase();
+            if defines_routine(&stmt.words) {
+                match word.as_str() {
+                    "BEGIN" | "CASE" => depth += 1,
+                    "END" => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+            }
+            stmt.words.push(word);
+        }
+    }
+    statements.extend(current);
+    Ok(statements)
+}
+
+/// True when the words so far start `CREATE [OR REPLACE] FUNCTION|PROCEDURE`.
+fn defines_routine(words: &[String]) -> bool {
+    let rest = match words {
+        [create, rest @ ..] if create == "CREATE" => rest,
+        _ => return false,
+    };
+    let rest = match rest {
+        [or, replace, rest @ ..] if or == "OR" && replace == "REPLACE" => rest,
+        _ => rest,
+    };
+    matches!(
+        rest.first().map(String::as_str),
+        Some("FUNCTION" | "PROCEDURE")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(script: &str) -> Vec<&str> {
+        split(script)
+            .unwrap()
+            .into_iter()
+            .map(|s| &script[s.offset..s.end])
+            .collect()
+    }
+
+    #[test]
+    fn splits_plain_statements() {
+        assert_eq!(
+            texts("CREATE TABLE a (x int);\nINSERT INTO a VALUES (1);"),
+            vec!["CREATE TABLE a (x int)", "INSERT INTO a VALUES (1)"]
+        );
+    }
+
+    #[test]
+    fn last_statement_without_semicolon_is_kept() {
+        assert_eq!(texts("select 1; select 2"), vec!["select 1", "select 2"]);
+    }
+
+    #[test]
+    fn semicolons_inside_literals_comments_and_bodies_do_not_split() {
+        let script = "INSERT INTO t VALUES ('a;b', E'c\\';d', \"we;ird\");\n\
+                      -- a comment; with a semicolon\n\
+                      /* block; /* nested; */ still; */\n\
+                      DO $$ BEGIN PERFORM 1; END $$;\n\
+                      DO $fn$ SELECT ';' $fn$;\n\
+                      SELECT 2";
+        let got = texts(script);
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(got[0].starts_with("INSERT"));
+        assert!(got[1].starts_with("DO $$"));
+        assert!(got[2].starts_with("DO $fn$"));
+        assert_eq!(got[3], "SELECT 2");
+    }
+
+    #[test]
+    fn comment_only_statements_are_dropped() {
+        assert!(split("-- nothing\n/* at all */ ;;").unwrap().is_empty());
+    }
+
+    #[test]
+    fn positional_parameters_are_not_dollar_quotes() {
+        assert_eq!(
+            texts("PREPARE p AS SELECT $1; SELECT 1"),
+            vec!["PREPARE p AS SELECT $1", "SELECT 1"]
+        );
+    }
+
+    #[test]
+    fn identifiers_may_contain_dollar_signs() {
+        assert_eq!(texts("SELECT a$b$ FROM t; SELECT 2").len(), 2);
+    }
+
+    #[test]
+    fn sql_standard_function_bodies_stay_whole() {
+        let script = "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql\n\
+                      BEGIN ATOMIC\n  SELECT 1;\n  SELECT CASE WHEN true THEN 2 END;\nEND;\n\
+                      SELECT f()";
+        let got = texts(script);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].ends_with("END"));
+    }
+
+    #[test]
+    fn words_are_upper_cased_and_skip_literals() {
+        let s =
+            &split("create unique index concurrently \"Idx\" on t (x) where y = 'CONCURRENTLY'")
+                .unwrap()[0];
+        assert_eq!(s.first_word(), "CREATE");
+        assert!(s.has_word("CONCURRENTLY"));
+        assert!(!s.words.iter().any(|w| w == "IDX"));
+    }
+
+    #[test]
+    fn unterminated_constructs_are_reported_with_their_offset() {
+        for (script, what) in [
+            ("SELECT 'abc", "string literal"),
+            ("SELECT \"abc", "quoted identifier"),
+            ("DO $$ BEGIN", "dollar-quoted string"),
+            ("SELECT 1 /* open", "block comment"),
+        ] {
+            let err = split(script).unwrap_err();
+            assert_eq!(err.what, what, "{script}");
+            assert!(err.offset > 0);
+        }
+    }
+
+    #[test]
+    fn escape_strings_honour_backslashes_but_plain_strings_do_not() {
+        // In a plain string a backslash is an ordinary character.
+        assert_eq!(texts(r"SELECT 'a\'; SELECT 2").len(), 2);
+        assert_eq!(texts(r"SELECT E'a\'; SELECT 2'").len(), 1);
+    }
+
+    #[test]
+    fn multibyte_text_is_handled() {
+        assert_eq!(
+            texts("INSERT INTO t VALUES ('café; naïve'); SELECT 'ü'"),
+            vec!["INSERT INTO t VALUES ('café; naïve')", "SELECT 'ü'"]
+        );
+    }
+}
