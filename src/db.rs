@@ -375,7 +375,7 @@ async fn connect_once(
         Ok(Ok(pair)) => pair,
     };
     if tls.mode == TlsMode::Disable {
-        warn!(endpoint = %endpoint, "connected WITHOUT TLS (DB_SETUP_TLS=disable): for a local database only");
+        warn!(endpoint = %endpoint, "connected WITHOUT TLS, as configured: acceptable for a local database only");
     } else {
         info!(endpoint = %endpoint, "connected over verified TLS");
     }

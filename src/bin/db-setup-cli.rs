@@ -1,0 +1,205 @@
+//! `db-setup-cli`: the migration engine from a shell, for local work,
+//! troubleshooting and benchmarks. The Lambda is `db-setup`.
+//!
+//! ```text
+//! db-setup-cli <migrate|status|plan> [--database-url URL] [--dir DIR]
+//!              [--mode batch|each] [--to MIGRATION] [--lock-wait 60s]
+//!              [--lock-timeout 5s] [--statement-timeout 5min] [--ca-file PEM]
+//! ```
+//! The URL defaults to `$DATABASE_URL`; `sslmode=disable` in it means
+//! plaintext, anything else verified TLS. Without `--dir` the migrations
+//! embedded in the binary are used. The report goes to stdout as JSON,
+//! logs to stderr.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use db_setup::db::{self, ConnectOptions, Target, Tls, TlsMode};
+use db_setup::duration::parse_duration;
+use db_setup::migrate::{MigrationSet, Migrator, RunOptions};
+use db_setup::secret::SecretString;
+use tokio_postgres::config::{Host, SslMode};
+
+struct Args {
+    command: String,
+    url: Option<String>,
+    dir: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    options: RunOptions,
+}
+
+fn usage() -> String {
+    "usage: db-setup-cli <migrate|status|plan> [--database-url URL] [--dir DIR] [--mode batch|each] \
+     [--to MIGRATION] [--lock-wait DUR] [--lock-timeout DUR] [--statement-timeout DUR] [--ca-file PEM]"
+        .into()
+}
+
+fn parse_args(mut raw: impl Iterator<Item = String>) -> Result<Args, String> {
+    let command = raw.next().ok_or_else(usage)?;
+    if !matches!(command.as_str(), "migrate" | "status" | "plan") {
+        return Err(format!("unknown command `{command}`\n{}", usage()));
+    }
+    let mut args = Args {
+        command,
+        url: std::env::var("DATABASE_URL").ok(),
+        dir: None,
+        ca_file: None,
+        options: RunOptions::default(),
+    };
+    while let Some(flag) = raw.next() {
+        let mut value = || raw.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--database-url" => args.url = Some(value()?),
+            "--dir" => args.dir = Some(PathBuf::from(value()?)),
+            "--ca-file" => args.ca_file = Some(PathBuf::from(value()?)),
+            "--mode" => args.options.mode = value()?.parse()?,
+            "--to" => args.options.target = Some(value()?),
+            "--lock-wait" => args.options.lock_wait = parse_duration(&value()?)?,
+            "--lock-timeout" => args.options.lock_timeout = parse_duration(&value()?)?,
+            "--statement-timeout" => args.options.statement_timeout = parse_duration(&value()?)?,
+            other => return Err(format!("unknown option `{other}`\n{}", usage())),
+        }
+    }
+    Ok(args)
+}
+
+/// Reads a `postgresql://` URL (or key=value string) into a target and a TLS mode.
+fn target_from_url(url: &str) -> Result<(Target, TlsMode), String> {
+    let config = tokio_postgres::Config::from_str(url)
+        .map_err(|e| format!("DATABASE_URL cannot be read: {e}"))?;
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(_) => {
+            return Err("DATABASE_URL: a Unix socket host is not supported, use a TCP host".into());
+        }
+        None => "localhost".into(),
+    };
+    let password = config
+        .get_password()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_default();
+    let tls = if config.get_ssl_mode() == SslMode::Disable {
+        TlsMode::Disable
+    } else {
+        TlsMode::VerifyFull
+    };
+    Ok((
+        Target {
+            host,
+            port: config.get_ports().first().copied().unwrap_or(5432),
+            dbname: config.get_dbname().unwrap_or("postgres").to_string(),
+            user: config.get_user().unwrap_or("postgres").to_string(),
+            password: SecretString::new(password),
+        },
+        tls,
+    ))
+}
+
+async fn run(args: Args) -> Result<serde_json::Value, String> {
+    let url = args
+        .url
+        .ok_or("no database: pass --database-url or set DATABASE_URL")?;
+    let (target, mode) = target_from_url(&url)?;
+    let ca = match &args.ca_file {
+        Some(path) => Some((
+            path.display().to_string(),
+            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        )),
+        None => None,
+    };
+    let tls = Tls::new(mode, ca.as_ref().map(|(n, p)| (n.as_str(), p.as_str())))
+        .map_err(|e| e.to_string())?;
+    let set = match &args.dir {
+        Some(dir) => MigrationSet::from_dir(dir),
+        None => MigrationSet::embedded(),
+    }
+    .map_err(|e| e.to_string())?;
+    let connection = db::connect(&target, &tls, &ConnectOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let migrator = Migrator::new(connection.client(), args.options);
+    let report = match args.command.as_str() {
+        "migrate" => serde_json::to_value(migrator.migrate(&set).await.map_err(|e| e.to_string())?),
+        _ => serde_json::to_value(migrator.status(&set).await.map_err(|e| e.to_string())?),
+    };
+    report.map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let result = parse_args(std::env::args().skip(1)).and_then(|args| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?
+            .block_on(run(args))
+    });
+    match result {
+        Ok(report) => {
+            let mut out = std::io::stdout().lock();
+            let written = serde_json::to_writer_pretty(&mut out, &report)
+                .map_err(|e| e.to_string())
+                .and_then(|()| writeln!(out).map_err(|e| e.to_string()));
+            match written {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            }
+        }
+        Err(message) => {
+            let _ = writeln!(std::io::stderr(), "db-setup-cli: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_give_target_and_tls_mode() {
+        let (t, tls) =
+            target_from_url("postgresql://me:pw@db.example:6543/app?sslmode=disable").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.dbname.as_str(), t.user.as_str()),
+            ("db.example", 6543, "app", "me")
+        );
+        assert_eq!(t.password.expose(), "pw");
+        assert_eq!(tls, TlsMode::Disable);
+        let (_, tls) = target_from_url("postgresql://me@db.example/app").unwrap();
+        assert_eq!(tls, TlsMode::VerifyFull);
+    }
+
+    #[test]
+    fn arguments_are_checked() {
+        let args = |v: &[&str]| parse_args(v.iter().map(|s| s.to_string()));
+        assert!(args(&["migrate", "--mode", "each", "--to", "002_x"]).is_ok());
+        assert!(
+            args(&["drop"])
+                .err()
+                .unwrap()
+                .starts_with("unknown command")
+        );
+        assert!(
+            args(&["migrate", "--mode", "all"])
+                .err()
+                .unwrap()
+                .contains("batch or each")
+        );
+        assert!(
+            args(&["migrate", "--dir"])
+                .err()
+                .unwrap()
+                .contains("needs a value")
+        );
+    }
+}
