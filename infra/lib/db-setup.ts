@@ -1,0 +1,380 @@
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs';
+import * as path from 'node:path';
+import { CustomResource, Duration, Stack, Token, Validations } from 'aws-cdk-lib';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import * as cr from 'aws-cdk-lib/custom-resources';
+import { Construct } from 'constructs';
+
+/** The repository root (this file is `<repo>/infra/lib/db-setup.ts`). */
+export const REPO_ROOT = path.resolve(__dirname, '..', '..');
+
+/** Where `make package` (cargo-lambda) leaves the function: a directory holding `bootstrap`. */
+export const DEFAULT_PACKAGE_DIR = path.join(REPO_ROOT, 'target', 'lambda', 'db-setup');
+
+/** The migrations embedded in the binary; their hash is sent to the custom resource. */
+export const DEFAULT_MIGRATIONS_DIR = path.join(REPO_ROOT, 'migrations');
+
+/** The group role an application user is made a member of (see docs/configuration.md). */
+export type AppUserRole = 'readwrite' | 'readonly' | 'tablecreator';
+
+/** An application user the function creates, and the secret it keeps that user's credentials in. */
+export interface AppUser {
+  /** PostgreSQL role name of the user (a login role). */
+  readonly username: string;
+  /** What the user may do. */
+  readonly role: AppUserRole;
+  /**
+   * The secret the function writes the user's credentials to (RDS secret JSON).
+   * Create it with any placeholder value: a value that does not log in is replaced.
+   */
+  readonly secret: secretsmanager.ISecret;
+}
+
+/**
+ * How CloudFormation reaches the function.
+ * - `direct`: the function is the custom resource's ServiceToken and PUTs the response to
+ *   the pre-signed S3 URL itself (needs an S3 route: a gateway endpoint in isolated subnets).
+ *   No extra Lambda functions.
+ * - `provider`: the CDK Provider framework (two small Node.js functions outside the VPC)
+ *   invokes the function and answers CloudFormation; the function needs no S3 route.
+ */
+export type ResponseMode = 'direct' | 'provider';
+
+/** Options of {@link DbSetup}. */
+export interface DbSetupProps {
+  /** The function's code: a directory with the `bootstrap` binary, see {@link packagedCode}. */
+  readonly code: lambda.Code;
+  /** @default ARM_64 (must match how the binary was built) */
+  readonly architecture?: lambda.Architecture;
+  /** The VPC the database is reachable from. */
+  readonly vpc: ec2.IVpc;
+  /** @default the VPC's isolated subnets */
+  readonly vpcSubnets?: ec2.SubnetSelection;
+  /**
+   * The database (for example an `rds.DatabaseInstance`): the function is allowed in on
+   * its default port (or `port`). When it is a construct, the custom resource also waits
+   * for it, so it runs only once the database and its ingress rule exist.
+   */
+  readonly database: ec2.IConnectable;
+  /** Secret with the admin (migrating) credentials, in the RDS secret JSON. */
+  readonly adminSecret: secretsmanager.ISecret;
+  /** @default the admin secret's `host` (DB_SETUP_DB_HOST) */
+  readonly host?: string;
+  /** @default the admin secret's `port`, else 5432 (DB_SETUP_DB_PORT) */
+  readonly port?: number;
+  /** @default the admin secret's `dbname`, else `postgres` (DB_SETUP_DB_NAME) */
+  readonly databaseName?: string;
+  /** Application users to create and keep credentials for. @default none */
+  readonly users?: AppUser[];
+  /** @default 'direct' */
+  readonly responseMode?: ResponseMode;
+  /**
+   * Lambda timeout. Must cover the function's own worst case with its defaults: 3 connect
+   * attempts of 10 s with backoff (~40 s), up to 60 s waiting for the migration lock held
+   * by another run, one statement up to the 5 min statement timeout, and the 10 s margin
+   * the deadline guard keeps to answer FAILED; 10 min leaves room for a few long statements.
+   * @default Duration.minutes(10)
+   */
+  readonly timeout?: Duration;
+  /**
+   * The function waits on the network, not on CPU; 256 MB is several times what the Rust
+   * process uses and gives enough CPU share for TLS and SCRAM in well under a second.
+   * @default 256
+   */
+  readonly memorySize?: number;
+  /**
+   * How long CloudFormation waits for an answer before failing the resource.
+   * @default computed from `timeout` (35 min for a 10 min timeout), see {@link defaultServiceTimeout}
+   */
+  readonly serviceTimeout?: Duration;
+  /** @default ONE_MONTH */
+  readonly logRetention?: logs.RetentionDays;
+  /**
+   * The migrations embedded in the binary: their hash is the `MigrationsHash` property,
+   * so a deploy with new migrations sends Update.
+   * @default `<repo>/migrations`
+   */
+  readonly migrationsDirectory?: string;
+  /** `TransactionMode` property: `batch` or `each`. @default the function's (`batch`) */
+  readonly transactionMode?: 'batch' | 'each';
+  /** `TargetMigration` property: migrate up to this migration only. @default all */
+  readonly targetMigration?: string;
+  /** `ManageUsers` property: `false` skips the users step. @default true */
+  readonly manageUsers?: boolean;
+  /**
+   * More environment variables (for example `DB_SETUP_ROLE_PREFIX`, `RUST_LOG`).
+   * The variables this construct sets cannot be overridden.
+   */
+  readonly environment?: Record<string, string>;
+}
+
+/** Lambda retries a failed asynchronous invocation this many times (its default, made explicit). */
+const ASYNC_RETRIES = 2;
+/** Lambda waits about 1 min before the first retry and 2 min before the second. */
+const RETRY_DELAYS = Duration.minutes(3);
+/** Slack for cold starts, ENI attachment and the response PUT. */
+const SLACK = Duration.minutes(2);
+
+/**
+ * The ServiceTimeout that lets every attempt Lambda makes answer, and no more.
+ *
+ * CloudFormation invokes the function asynchronously. The function's deadline guard answers
+ * FAILED before its own timeout, so a second attempt only happens when the process dies
+ * without answering (crash, out of memory, runtime failure); Lambda then retries twice.
+ * Worst case answered: 3 attempts × timeout + the retry delays + slack = 35 min for a
+ * 10 min timeout, well under the 60 min default, which is what a stack waits when nothing
+ * answers at all (and twice that when a failed Create is followed by its rollback Delete).
+ */
+export function defaultServiceTimeout(timeout: Duration): Duration {
+  return Duration.seconds(
+    (ASYNC_RETRIES + 1) * timeout.toSeconds() + RETRY_DELAYS.toSeconds() + SLACK.toSeconds(),
+  );
+}
+
+/**
+ * SHA-256 (hex) over the sorted names and contents of the `*.sql` files in `dir`.
+ * Computed at synth time; any added, removed, renamed or edited migration changes it.
+ */
+export function hashMigrations(dir: string): string {
+  if (!existsSync(dir)) {
+    throw new Error(`migrations directory not found: ${dir}`);
+  }
+  const hash = createHash('sha256');
+  const names = readdirSync(dir).filter((n) => n.endsWith('.sql')).sort();
+  for (const name of names) {
+    // Length-prefix each part so that no two different sets can produce the same stream.
+    const content = readFileSync(path.join(dir, name));
+    hash.update(`${Buffer.byteLength(name)}:${name}:${content.length}:`);
+    hash.update(content);
+  }
+  return hash.digest('hex');
+}
+
+/** A port number (or number token) as an environment value. */
+function portString(port: number): string {
+  return Token.isUnresolved(port) ? Token.asString(port) : String(port);
+}
+
+/** ELF `e_machine` values of the two Lambda architectures. */
+const ELF_MACHINE: Record<string, number> = { arm64: 0xb7, x86_64: 0x3e };
+
+/**
+ * The function's code from a cargo-lambda package directory (`make package`), checked:
+ * the directory must hold a `bootstrap` ELF binary built for `architecture`. A missing or
+ * wrong-architecture binary would otherwise only show at deploy time, as a custom resource
+ * that never answers.
+ */
+export function packagedCode(dir: string, architecture: lambda.Architecture): lambda.Code {
+  const bootstrap = path.join(dir, 'bootstrap');
+  if (!existsSync(bootstrap)) {
+    throw new Error(
+      `${bootstrap} not found: run \`make package\` first (it builds the function with cargo-lambda).`,
+    );
+  }
+  const header = Buffer.alloc(20);
+  const fd = openSync(bootstrap, 'r');
+  try {
+    readSync(fd, header, 0, header.length, 0);
+  } finally {
+    closeSync(fd);
+  }
+  if (header.readUInt32BE(0) !== 0x7f454c46) {
+    throw new Error(`${bootstrap} is not an ELF binary: run \`make package\` again.`);
+  }
+  const machine = header.readUInt16LE(18);
+  if (machine !== ELF_MACHINE[architecture.name]) {
+    const built = Object.keys(ELF_MACHINE).find((k) => ELF_MACHINE[k] === machine) ?? `e_machine ${machine}`;
+    throw new Error(
+      `${bootstrap} is built for ${built} but the function is ${architecture.name}: ` +
+        `rebuild with \`make package\` for ${architecture.name}, or synthesize with -c arch=${built}.`,
+    );
+  }
+  return lambda.Code.fromAsset(dir);
+}
+
+/**
+ * The db-setup function and the custom resource that runs it on every deploy: it applies
+ * the embedded forward-only migrations, creates the application users and writes their
+ * credentials to their secrets.
+ *
+ * The custom resource depends on the database construct and on the VPC (with the endpoints
+ * created through it), so it runs after them on Create and is deleted before them: its
+ * Delete still needs Secrets Manager and, in direct mode, the S3 route to answer.
+ */
+export class DbSetup extends Construct {
+  /** The function (runtime `provided.al2023`, handler `bootstrap`). */
+  public readonly function: lambda.Function;
+  /** The custom resource (`Custom::DbSetup`). */
+  public readonly resource: CustomResource;
+  /** The Provider framework, in `provider` mode only. */
+  public readonly provider?: cr.Provider;
+  /** The function's security group (allowed into the database). */
+  public readonly securityGroup: ec2.SecurityGroup;
+
+  constructor(scope: Construct, id: string, props: DbSetupProps) {
+    super(scope, id);
+    const mode = props.responseMode ?? 'direct';
+    const users = props.users ?? [];
+    const timeout = props.timeout ?? Duration.minutes(10);
+    const serviceTimeout = props.serviceTimeout ?? defaultServiceTimeout(timeout);
+    if (serviceTimeout.toSeconds() > 3600 || serviceTimeout.toSeconds() < timeout.toSeconds()) {
+      throw new Error('serviceTimeout must lie between the Lambda timeout and 1 hour');
+    }
+    const names = new Set(users.map((u) => u.username));
+    if (names.size !== users.length) {
+      throw new Error('DbSetup: usernames must be unique');
+    }
+
+    this.securityGroup = new ec2.SecurityGroup(this, 'SecurityGroup', {
+      vpc: props.vpc,
+      description: 'db-setup function',
+      // Egress open: in isolated subnets the only routes are the VPC endpoints and the
+      // database (an S3 gateway endpoint has no fixed address range to restrict to).
+      allowAllOutbound: true,
+    });
+    const dbPort =
+      props.port !== undefined
+        ? ec2.Port.tcp(props.port)
+        : (props.database.connections.defaultPort ?? ec2.Port.tcp(5432));
+    props.database.connections.allowFrom(this.securityGroup, dbPort, 'db-setup function');
+
+    const stack = Stack.of(this);
+    const ownEnv: Record<string, string> = {
+      DB_SETUP_ADMIN_SECRET_ID: props.adminSecret.secretArn,
+      DB_SETUP_USERS: stack.toJsonString(
+        users.map((u) => ({ username: u.username, role: u.role, secretId: u.secret.secretArn })),
+      ),
+      DB_SETUP_RESPONSE_MODE: mode,
+      DB_SETUP_TLS: 'verify-full',
+      ...(props.host !== undefined && { DB_SETUP_DB_HOST: props.host }),
+      ...(props.port !== undefined && { DB_SETUP_DB_PORT: portString(props.port) }),
+      ...(props.databaseName !== undefined && { DB_SETUP_DB_NAME: props.databaseName }),
+    };
+    const clash = Object.keys(props.environment ?? {}).filter((k) => k in ownEnv);
+    if (clash.length > 0) {
+      throw new Error(`DbSetup: environment may not override ${clash.join(', ')}`);
+    }
+    const environment = { ...props.environment, ...ownEnv };
+
+    this.function = new lambda.Function(this, 'Function', {
+      description: 'db-setup: migrations and application users (CloudFormation custom resource)',
+      runtime: lambda.Runtime.PROVIDED_AL2023,
+      handler: 'bootstrap',
+      code: props.code,
+      architecture: props.architecture ?? lambda.Architecture.ARM_64,
+      timeout,
+      memorySize: props.memorySize ?? 256,
+      vpc: props.vpc,
+      vpcSubnets: props.vpcSubnets ?? { subnetType: ec2.SubnetType.PRIVATE_ISOLATED },
+      securityGroups: [this.securityGroup],
+      environment,
+      logGroup: new logs.LogGroup(this, 'LogGroup', {
+        retention: props.logRetention ?? logs.RetentionDays.ONE_MONTH,
+      }),
+      // Asynchronous invocations (direct mode): retry a dead process (the handler is
+      // idempotent), and drop an event too old for any attempt to answer before
+      // ServiceTimeout, so that no run starts after CloudFormation has given up.
+      retryAttempts: ASYNC_RETRIES,
+      maxEventAge: Duration.seconds(Math.max(60, serviceTimeout.toSeconds() - timeout.toSeconds())),
+    });
+    // lambda.Function in a VPC attaches the managed AWSLambdaBasicExecutionRole and
+    // AWSLambdaVPCAccessExecutionRole (logs, ENIs): nothing else is wildcarded.
+    Validations.of(this.function).acknowledge(
+      {
+        id: 'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]',
+        reason: 'The AWS managed policy for writing the function log: the least an AWS Lambda function needs.',
+      },
+      {
+        id: 'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole]',
+        reason: 'The AWS managed policy for the VPC network interfaces of a Lambda function in a VPC, as required.',
+      },
+    );
+    this.grantSecrets(props.adminSecret, users);
+
+    const properties: Record<string, string> = {
+      MigrationsHash: hashMigrations(props.migrationsDirectory ?? DEFAULT_MIGRATIONS_DIR),
+      // Not read by the function: its change (a new user, another host...) sends Update,
+      // so that the new configuration is applied on this deploy, not on the next migration.
+      Config: stack.toJsonString(environment),
+      ...(props.transactionMode !== undefined && { TransactionMode: props.transactionMode }),
+      ...(props.targetMigration !== undefined && { TargetMigration: props.targetMigration }),
+      ...(props.manageUsers !== undefined && { ManageUsers: String(props.manageUsers) }),
+    };
+
+    let serviceToken = this.function.functionArn;
+    if (mode === 'provider') {
+      // The framework's functions stay outside the VPC: they call the Lambda API and S3.
+      this.provider = new cr.Provider(this, 'Provider', {
+        onEventHandler: this.function,
+        logGroup: new logs.LogGroup(this, 'ProviderLogGroup', {
+          retention: props.logRetention ?? logs.RetentionDays.ONE_MONTH,
+        }),
+      });
+      serviceToken = this.provider.serviceToken;
+      const frameworkFn = this.provider.node.findChild('framework-onEvent');
+      const fnLogicalId = stack.getLogicalId(this.function.node.defaultChild as lambda.CfnFunction);
+      Validations.of(frameworkFn).acknowledge(
+        {
+          id: 'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]',
+          reason: 'CDK Provider framework function: the AWS managed policy for writing its log.',
+        },
+        {
+          id: `AwsSolutions-IAM5[Resource::<${fnLogicalId}.Arn>:*]`,
+          reason: 'CDK Provider framework: may invoke any version or alias of the db-setup function, and only that function.',
+        },
+      );
+    }
+
+    // The construct id differs per mode: CloudFormation cannot change the ServiceToken of
+    // an existing custom resource, so switching modes replaces the resource instead.
+    this.resource = new CustomResource(this, mode === 'direct' ? 'Resource' : 'ProviderResource', {
+      serviceToken,
+      resourceType: 'Custom::DbSetup',
+      serviceTimeout,
+      properties,
+    });
+    // Run after (and be deleted before) the database with its ingress rule and the VPC's
+    // endpoints: the function needs all of them to do its work and to answer.
+    if (Construct.isConstruct(props.database)) {
+      this.resource.node.addDependency(props.database);
+    }
+    this.resource.node.addDependency(props.vpc);
+  }
+
+  /**
+   * `GetSecretValue` on the admin and user secrets; `PutSecretValue`, `DescribeSecret`,
+   * `UpdateSecretVersionStage` on the user secrets only; KMS only for customer-managed keys.
+   */
+  private grantSecrets(adminSecret: secretsmanager.ISecret, users: AppUser[]): void {
+    const arn = (s: secretsmanager.ISecret) => s.secretFullArn ?? `${s.secretArn}-??????`;
+    const userSecrets = users.map((u) => u.secret);
+    this.function.addToRolePolicy(
+      new iam.PolicyStatement({
+        actions: ['secretsmanager:GetSecretValue'],
+        resources: [adminSecret, ...userSecrets].map(arn),
+      }),
+    );
+    adminSecret.encryptionKey?.grant(this.function, 'kms:Decrypt');
+    if (userSecrets.length === 0) {
+      return;
+    }
+    this.function.addToRolePolicy(
+      new iam.PolicyStatement({
+        actions: [
+          'secretsmanager:PutSecretValue',
+          'secretsmanager:DescribeSecret',
+          'secretsmanager:UpdateSecretVersionStage',
+        ],
+        resources: userSecrets.map(arn),
+      }),
+    );
+    for (const secret of userSecrets) {
+      secret.encryptionKey?.grant(this.function, 'kms:Decrypt', 'kms:GenerateDataKey');
+    }
+  }
+}

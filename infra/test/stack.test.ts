@@ -1,0 +1,288 @@
+/** The example stack, as bin/app.ts synthesizes it (fixture code instead of `make package`). */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Stack } from 'aws-cdk-lib';
+import { Match, Template } from 'aws-cdk-lib/assertions';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import { DatabaseStack } from '../lib/database-stack';
+import { DEFAULT_MIGRATIONS_DIR, hashMigrations } from '../lib/db-setup';
+import { actions, allStatements, fixtureCode, flatten, newApp, resources } from './util';
+
+function synth(responseMode: 'direct' | 'provider' = 'direct') {
+  const app = newApp();
+  const stack = new DatabaseStack(app, 'Test', {
+    code: fixtureCode(),
+    architecture: lambda.Architecture.ARM_64,
+    responseMode,
+  });
+  // Template.fromStack synthesizes the app: it throws on any unacknowledged cdk-nag finding.
+  const template = Template.fromStack(stack);
+  const res = template.toJSON().Resources as Record<string, any>;
+  const id = (construct: { node: { defaultChild?: unknown } }) =>
+    stack.getLogicalId(construct.node.defaultChild as any);
+  return { stack, template, res, id, fnId: id(stack.dbSetup.function) };
+}
+
+const direct = synth('direct');
+const provider = synth('provider');
+
+describe('cdk-nag (AwsSolutions)', () => {
+  it('passes in both modes: every finding is fixed or acknowledged', () => {
+    // synth() above would have thrown; this only makes the check visible in the report.
+    assert.ok(direct.template && provider.template);
+  });
+
+  it('fails synthesis on an unacknowledged finding', () => {
+    const app = newApp();
+    const stack = new DatabaseStack(app, 'Bad', { code: fixtureCode(), architecture: lambda.Architecture.ARM_64 });
+    new ec2.SecurityGroup(stack, 'Open', { vpc: stack.vpc }).addIngressRule(ec2.Peer.anyIpv4(), ec2.Port.tcp(5432));
+    assert.throws(() => Template.fromStack(stack), /Validation failed/);
+  });
+});
+
+describe('network', () => {
+  const { template, res } = direct;
+
+  it('has isolated subnets only: no NAT, no internet gateway, no public IPs', () => {
+    template.resourceCountIs('AWS::EC2::NatGateway', 0);
+    template.resourceCountIs('AWS::EC2::InternetGateway', 0);
+    template.resourceCountIs('AWS::EC2::Subnet', 2);
+    template.allResourcesProperties('AWS::EC2::Subnet', { MapPublicIpOnLaunch: false });
+    template.resourceCountIs('AWS::EC2::Route', 0);
+  });
+
+  it('has a Secrets Manager interface endpoint and an S3 gateway endpoint', () => {
+    const endpoints = Object.values(res).filter((r) => r.Type === 'AWS::EC2::VPCEndpoint');
+    const byService = Object.fromEntries(
+      endpoints.map((e) => [flatten(e.Properties.ServiceName).split('.').pop(), e.Properties]),
+    );
+    assert.deepEqual(Object.keys(byService).sort(), ['s3', 'secretsmanager']);
+    assert.equal(byService.secretsmanager.VpcEndpointType, 'Interface');
+    assert.equal(byService.secretsmanager.PrivateDnsEnabled, true);
+    assert.equal(byService.s3.VpcEndpointType, 'Gateway');
+  });
+
+  it('opens the Secrets Manager endpoint and the database to the function only', () => {
+    const { stack, id } = direct;
+    const fnSg = { 'Fn::GetAtt': [id(stack.dbSetup.securityGroup), 'GroupId'] };
+    const ingress = Object.values(res).filter((r) => r.Type === 'AWS::EC2::SecurityGroupIngress');
+    assert.equal(ingress.length, 2);
+    for (const rule of ingress) assert.deepEqual(rule.Properties.SourceSecurityGroupId, fnSg);
+    template.allResourcesProperties('AWS::EC2::SecurityGroup', {
+      SecurityGroupIngress: Match.absent(),
+    });
+  });
+});
+
+describe('database', () => {
+  const { template, res } = direct;
+
+  it('is PostgreSQL 16, encrypted, private, with generated admin credentials', () => {
+    template.hasResourceProperties('AWS::RDS::DBInstance', {
+      Engine: 'postgres',
+      EngineVersion: Match.stringLikeRegexp('^16\\.'),
+      StorageEncrypted: true,
+      PubliclyAccessible: false,
+      DeletionProtection: true,
+      CACertificateIdentifier: 'rds-ca-rsa2048-g1',
+      DBName: 'app',
+    });
+    template.resourceCountIs('AWS::SecretsManager::SecretTargetAttachment', 1);
+  });
+
+  it('forces TLS through its parameter group', () => {
+    const [pgId, pg] = Object.entries(res).find(([, r]) => r.Type === 'AWS::RDS::DBParameterGroup')!;
+    assert.equal(pg.Properties.Family, 'postgres16');
+    assert.equal(pg.Properties.Parameters['rds.force_ssl'], '1');
+    template.hasResourceProperties('AWS::RDS::DBInstance', { DBParameterGroupName: { Ref: pgId } });
+  });
+
+  it('has one placeholder secret per application user', () => {
+    for (const name of ['app_rw', 'app_ro']) {
+      template.hasResourceProperties('AWS::SecretsManager::Secret', {
+        GenerateSecretString: Match.objectLike({
+          SecretStringTemplate: JSON.stringify({ username: name }),
+          GenerateStringKey: 'password',
+        }),
+      });
+    }
+    template.resourceCountIs('AWS::SecretsManager::Secret', 3);
+  });
+});
+
+describe('function', () => {
+  const { stack, template, res, id, fnId } = direct;
+  const fn = res[fnId].Properties;
+
+  it('is the arm64 provided.al2023 bootstrap, with the documented timeout and memory', () => {
+    assert.equal(fn.Runtime, 'provided.al2023');
+    assert.equal(fn.Handler, 'bootstrap');
+    assert.deepEqual(fn.Architectures, ['arm64']);
+    assert.equal(fn.Timeout, 600);
+    assert.equal(fn.MemorySize, 256);
+  });
+
+  it('runs in the isolated subnets', () => {
+    const isolated = stack.vpc.isolatedSubnets.map((s) => stack.resolve(s.subnetId));
+    assert.equal(isolated.length, 2);
+    assert.deepEqual(fn.VpcConfig.SubnetIds, isolated);
+    assert.deepEqual(fn.VpcConfig.SecurityGroupIds, [{ 'Fn::GetAtt': [id(stack.dbSetup.securityGroup), 'GroupId'] }]);
+  });
+
+  it('has the environment of docs/configuration.md', () => {
+    const env = fn.Environment.Variables;
+    const secret = (name: string) => `<${id(stack.userSecrets[name])}>`;
+    assert.deepEqual(Object.keys(env).sort(), [
+      'DB_SETUP_ADMIN_SECRET_ID',
+      'DB_SETUP_DB_HOST',
+      'DB_SETUP_DB_NAME',
+      'DB_SETUP_DB_PORT',
+      'DB_SETUP_RESPONSE_MODE',
+      'DB_SETUP_TLS',
+      'DB_SETUP_USERS',
+    ]);
+    assert.equal(flatten(env.DB_SETUP_ADMIN_SECRET_ID), `<${stack.resolve(stack.database.secret!.secretArn).Ref}>`);
+    assert.deepEqual(JSON.parse(flatten(env.DB_SETUP_USERS)), [
+      { username: 'app_rw', role: 'readwrite', secretId: secret('app_rw') },
+      { username: 'app_ro', role: 'readonly', secretId: secret('app_ro') },
+    ]);
+    assert.equal(env.DB_SETUP_RESPONSE_MODE, 'direct');
+    assert.equal(env.DB_SETUP_TLS, 'verify-full');
+    assert.equal(flatten(env.DB_SETUP_DB_HOST), `<${id(stack.database)}.Endpoint.Address>`);
+    assert.equal(env.DB_SETUP_DB_PORT, '5432');
+    assert.equal(env.DB_SETUP_DB_NAME, 'app');
+  });
+
+  it('logs to its own log group with a retention', () => {
+    const logGroup = fn.LoggingConfig.LogGroup.Ref;
+    assert.equal(res[logGroup].Type, 'AWS::Logs::LogGroup');
+    assert.equal(res[logGroup].Properties.RetentionInDays, 30);
+    template.allResourcesProperties('AWS::Logs::LogGroup', { RetentionInDays: Match.anyValue() });
+  });
+
+  it('bounds asynchronous retries by the service timeout', () => {
+    template.hasResourceProperties('AWS::Lambda::EventInvokeConfig', {
+      FunctionName: { Ref: fnId },
+      MaximumRetryAttempts: 2,
+      MaximumEventAgeInSeconds: 2100 - 600,
+    });
+  });
+});
+
+describe('custom resource (direct mode)', () => {
+  const { stack, template, res, id, fnId } = direct;
+  const [crId, cr] = Object.entries(res).find(([, r]) => r.Type === 'Custom::DbSetup')!;
+
+  it('has the function as ServiceToken and the properties of docs/configuration.md', () => {
+    template.resourceCountIs('Custom::DbSetup', 1);
+    assert.deepEqual(cr.Properties.ServiceToken, { 'Fn::GetAtt': [fnId, 'Arn'] });
+    assert.equal(cr.Properties.ServiceTimeout, '2100');
+    assert.match(cr.Properties.MigrationsHash, /^[0-9a-f]{64}$/);
+    assert.equal(cr.Properties.MigrationsHash, hashMigrations(DEFAULT_MIGRATIONS_DIR));
+    // Config mirrors the environment, so that a configuration change sends Update.
+    const env = res[fnId].Properties.Environment.Variables;
+    const config = JSON.parse(flatten(cr.Properties.Config));
+    assert.deepEqual(
+      config,
+      Object.fromEntries(Object.entries(env).map(([k, v]) => [k, flatten(v)])),
+    );
+    assert.deepEqual(Object.keys(cr.Properties).sort(), ['Config', 'MigrationsHash', 'ServiceTimeout', 'ServiceToken']);
+  });
+
+  it('is created after the database, its ingress rule and the endpoints (and deleted before them)', () => {
+    const deps: string[] = cr.DependsOn;
+    const ofType = (t: string) => Object.keys(res).filter((k) => res[k].Type === t);
+    for (const needed of [
+      id(stack.database),
+      ...ofType('AWS::EC2::VPCEndpoint'),
+      ...ofType('AWS::EC2::SecurityGroupIngress'),
+    ]) {
+      assert.ok(deps.includes(needed), `${crId} should depend on ${needed}`);
+    }
+  });
+});
+
+describe('permissions', () => {
+  const { stack, res, id, fnId } = direct;
+  const statements = allStatements(res);
+  const admin = `<${stack.resolve(stack.database.secret!.secretArn).Ref}>`;
+  const users = ['app_ro', 'app_rw'].map((n) => `<${id(stack.userSecrets[n])}>`).sort();
+
+  it('reads the admin and user secrets, writes the user secrets only', () => {
+    const sm = statements.filter((s) => actions(s).some((a) => a.startsWith('secretsmanager:')));
+    const read = sm.filter((s) => actions(s).includes('secretsmanager:GetSecretValue'));
+    assert.equal(read.length, 1);
+    assert.deepEqual(actions(read[0]), ['secretsmanager:GetSecretValue']);
+    assert.deepEqual(resources(read[0]).sort(), [admin, ...users].sort());
+    const write = sm.filter((s) => s !== read[0]);
+    assert.equal(write.length, 1);
+    assert.deepEqual(actions(write[0]).sort(), [
+      'secretsmanager:DescribeSecret',
+      'secretsmanager:PutSecretValue',
+      'secretsmanager:UpdateSecretVersionStage',
+    ]);
+    assert.deepEqual(resources(write[0]).sort(), users);
+  });
+
+  it('has no wildcard resource for any secretsmanager action, no KMS, no S3', () => {
+    for (const s of statements) {
+      if (actions(s).some((a) => a.startsWith('secretsmanager:'))) {
+        for (const r of resources(s)) assert.ok(!r.includes('*'), `wildcard resource ${r}`);
+      }
+      assert.ok(!actions(s).some((a) => a.includes('*')), `wildcard action in ${JSON.stringify(s)}`);
+      assert.ok(!actions(s).some((a) => /^(kms|s3):/.test(a)), `unexpected ${actions(s)}`);
+    }
+  });
+
+  it('gets VPC access from the managed AWSLambdaVPCAccessExecutionRole', () => {
+    const role = res[res[fnId].Properties.Role['Fn::GetAtt'][0]];
+    const managed = role.Properties.ManagedPolicyArns.map(flatten);
+    assert.deepEqual(managed.map((a: string) => a.split('/').pop()).sort(), [
+      'AWSLambdaBasicExecutionRole',
+      'AWSLambdaVPCAccessExecutionRole',
+    ]);
+  });
+});
+
+describe('provider mode', () => {
+  const { stack, template, res, id, fnId } = provider;
+  const frameworkFn = stack.dbSetup.provider!.node.findChild('framework-onEvent');
+  const frameworkId = id(frameworkFn);
+
+  it('routes the custom resource through the Provider framework', () => {
+    template.resourceCountIs('Custom::DbSetup', 1);
+    template.hasResourceProperties('Custom::DbSetup', {
+      ServiceToken: { 'Fn::GetAtt': [frameworkId, 'Arn'] },
+      ServiceTimeout: '2100',
+      MigrationsHash: hashMigrations(DEFAULT_MIGRATIONS_DIR),
+    });
+    assert.equal(res[fnId].Properties.Environment.Variables.DB_SETUP_RESPONSE_MODE, 'provider');
+  });
+
+  it('lets the framework invoke the function, from outside the VPC', () => {
+    const framework = res[frameworkId].Properties;
+    assert.equal(framework.VpcConfig, undefined);
+    assert.equal(flatten(framework.Environment.Variables.USER_ON_EVENT_FUNCTION_ARN), `<${fnId}.Arn>`);
+    const invoke = allStatements(res).filter((s) => actions(s).includes('lambda:InvokeFunction'));
+    assert.deepEqual(invoke.flatMap(resources).sort(), [`<${fnId}.Arn>`, `<${fnId}.Arn>:*`]);
+  });
+
+  it('uses another logical id than direct mode (a ServiceToken cannot change in place)', () => {
+    const directCr = Object.keys(direct.res).find((k) => direct.res[k].Type === 'Custom::DbSetup');
+    const providerCr = Object.keys(res).find((k) => res[k].Type === 'Custom::DbSetup');
+    assert.notEqual(directCr, providerCr);
+  });
+});
+
+describe('arch switch', () => {
+  it('builds an x86_64 function when asked', () => {
+    const app = newApp({ nag: false });
+    const stack = new DatabaseStack(app, 'X86', { code: fixtureCode(), architecture: lambda.Architecture.X86_64 });
+    Template.fromStack(stack).hasResourceProperties('AWS::Lambda::Function', {
+      Runtime: 'provided.al2023',
+      Architectures: ['x86_64'],
+    });
+    assert.ok(Stack.isStack(stack));
+  });
+});

@@ -1,0 +1,65 @@
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { App, Validations } from 'aws-cdk-lib';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import { AwsSolutionsChecks } from 'cdk-nag';
+
+/**
+ * A stand-in for `make package`: the template does not depend on what the binary does,
+ * only on the code being an asset, so the tests need no Rust build.
+ */
+export const FIXTURE_CODE_DIR = path.join(__dirname, 'fixtures', 'lambda');
+
+/** Fixture code for the function. */
+export const fixtureCode = () => lambda.Code.fromAsset(FIXTURE_CODE_DIR);
+
+/** The feature flags of cdk.json, so that the tests synthesize what `cdk synth` does. */
+const CDK_CONTEXT = JSON.parse(readFileSync(path.join(__dirname, '..', 'cdk.json'), 'utf8')).context;
+
+/** An app with cdk.json's context and, like bin/app.ts, cdk-nag (AwsSolutions) on synth. */
+export function newApp(opts: { nag?: boolean } = {}): App {
+  const app = new App({ context: CDK_CONTEXT });
+  if (opts.nag ?? true) {
+    Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
+  }
+  return app;
+}
+
+/**
+ * Renders a template value as a string, to read tokens in assertions: `Fn::Join` is joined,
+ * `{Ref: X}` becomes `<X>` and `{Fn::GetAtt: [X, A]}` becomes `<X.A>`.
+ */
+export function flatten(value: unknown): string {
+  if (typeof value === 'string') return value;
+  if (typeof value === 'number') return String(value);
+  const v = value as Record<string, any>;
+  if (v.Ref) return `<${v.Ref}>`;
+  if (v['Fn::GetAtt']) return `<${v['Fn::GetAtt'].join('.')}>`;
+  if (v['Fn::Join']) return v['Fn::Join'][1].map(flatten).join(v['Fn::Join'][0]);
+  throw new Error(`cannot flatten ${JSON.stringify(value)}`);
+}
+
+/** An IAM policy statement as it appears in the template. */
+export interface Statement {
+  Action: string | string[];
+  Resource: unknown;
+  Effect: string;
+}
+
+/** All statements of the template's `AWS::IAM::Policy` resources and inline role policies. */
+export function allStatements(resources: Record<string, any>): Statement[] {
+  const out: Statement[] = [];
+  for (const r of Object.values(resources)) {
+    if (r.Type === 'AWS::IAM::Policy') out.push(...r.Properties.PolicyDocument.Statement);
+    if (r.Type === 'AWS::IAM::Role') {
+      for (const p of r.Properties.Policies ?? []) out.push(...p.PolicyDocument.Statement);
+    }
+  }
+  return out;
+}
+
+/** A statement's actions as a list. */
+export const actions = (s: Statement): string[] => [s.Action].flat();
+
+/** A statement's resources, flattened to strings. */
+export const resources = (s: Statement): string[] => [s.Resource].flat().map(flatten);
