@@ -1,10 +1,31 @@
-//! db-setup: deploy-time PostgreSQL setup for AWS CDK stacks.
+//! db-setup: deploy-time PostgreSQL setup for AWS CDK stacks, as a
+//! CloudFormation custom resource Lambda.
 //!
-//! The crate is a pure core (parsing, planning, role SQL, response bodies)
-//! wrapped in a thin shell (PostgreSQL, Secrets Manager, HTTP). Start at
-//! [`migrate`] for the migration engine.
+//! The flow, top-down from `main`:
+//!
+//! ```text
+//! event JSON ─> event      what was asked: a CloudFormation request or a manual action
+//!            ─> handler    decide, run under a deadline and a panic guard, answer
+//!                 ├─> config    environment, validated once at start
+//!                 ├─> secrets   Secrets Manager behind a trait; the RDS secret JSON
+//!                 ├─> db        connecting: TLS, the RDS CA bundle, timeouts
+//!                 ├─> migrate   embedded set → plan (pure) → runner (PostgreSQL) → report
+//!                 ├─> users     role templates → SQL (pure); the credentials protocol
+//!                 └─> verify    declared schema items vs the catalog
+//!            ─> respond    the CloudFormation response (≤ 4096 bytes) and its delivery
+//! ```
+//! [`setup`] ties the boundaries together for the handler.
 
+pub mod config;
 pub mod db;
 pub mod duration;
+pub mod error;
+pub mod event;
+pub mod handler;
 pub mod migrate;
+pub mod respond;
 pub mod secret;
+pub mod secrets;
+pub mod setup;
+pub mod users;
+pub mod verify;

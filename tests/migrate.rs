@@ -515,7 +515,7 @@ async fn an_edited_applied_migration_is_refused_as_drift() {
 #[tokio::test]
 async fn a_recorded_migration_without_its_file_is_refused() {
     let db = TestDb::new("missing").await;
-    let fx = Fixture::new(&[A, B]);
+    let fx = Fixture::new(&[A, B, C]);
     let conn = db.connect().await;
     let migrator = Migrator::new(conn.client(), RunOptions::default());
     migrator.migrate(&fx.set()).await.unwrap();
@@ -526,6 +526,27 @@ async fn a_recorded_migration_without_its_file_is_refused() {
             .contains("migration 002_b is recorded in pgmigrations but has no file"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn history_newer_than_every_file_is_reported_as_the_database_being_ahead() {
+    let db = TestDb::new("ahead").await;
+    let fx = Fixture::new(&[A, B, C]);
+    let conn = db.connect().await;
+    let migrator = Migrator::new(conn.client(), RunOptions::default());
+    migrator.migrate(&fx.set()).await.unwrap();
+    fx.remove(C.0);
+    match migrator.migrate(&fx.set()).await.unwrap_err() {
+        MigrateError::Plan(e) => {
+            assert!(e.is_database_ahead(), "{e}");
+            assert!(
+                e.to_string()
+                    .contains("the database is ahead of these migrations: 003_c"),
+                "{e}"
+            );
+        }
+        other => panic!("expected a plan error, got {other}"),
+    }
 }
 
 #[tokio::test]

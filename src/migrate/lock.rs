@@ -5,7 +5,9 @@
 //! with a blocking `pg_advisory_lock` (a blocked waiter can deadlock another
 //! session's `CREATE INDEX CONCURRENTLY`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde::Serialize;
 use tokio_postgres::{Client, SimpleQueryMessage};
@@ -65,15 +67,18 @@ impl std::fmt::Display for LockHolder {
     }
 }
 
-/// Finds who holds the lock. The query text of that session is deliberately
+/// Finds who holds the lock `key`. The query text of that session is deliberately
 /// not read: it could hold anything, secrets included.
-pub async fn holder(client: &Client) -> Result<Option<LockHolder>, tokio_postgres::Error> {
+pub async fn holder(
+    client: &Client,
+    key: i64,
+) -> Result<Option<LockHolder>, tokio_postgres::Error> {
     let sql = format!(
         "SELECT l.pid, a.usename, nullif(a.application_name, ''), host(a.client_addr), \
          date_trunc('second', a.backend_start)::text, a.state \
          FROM pg_catalog.pg_locks l LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
          WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
-         AND l.classid::bigint = ({KEY}::bigint >> 32) AND l.objid::bigint = ({KEY}::bigint & 4294967295) \
+         AND l.classid::bigint = ({key}::bigint >> 32) AND l.objid::bigint = ({key}::bigint & 4294967295) \
          AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()) \
          LIMIT 1"
     );
@@ -92,6 +97,69 @@ pub async fn holder(client: &Client) -> Result<Option<LockHolder>, tokio_postgre
         }
         _ => None,
     }))
+}
+
+/// The advisory lock key of the users step (role DDL is serialized apart
+/// from migrations, which keep node-pg-migrate's key).
+pub const ROLE_KEY: i64 = KEY + 1;
+
+/// The outcome of polling for a lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Polled<T> {
+    /// Taken after waiting this long; `T` is what the winning try returned.
+    Taken(T, Duration),
+    /// Not taken within the wait.
+    TimedOut(Duration),
+}
+
+/// Calls `attempt` (one `pg_try_advisory_lock` round trip: `Some` when the
+/// lock was taken) until it succeeds or `wait` has passed, pausing between
+/// tries as [`next_pause`] says. Never blocks in the server.
+pub async fn poll<T, E, F, Fut>(wait: Duration, mut attempt: F) -> Result<Polled<T>, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, E>>,
+{
+    let started = Instant::now();
+    let deadline = started + wait;
+    let mut pause = Duration::ZERO;
+    loop {
+        if let Some(value) = attempt().await? {
+            return Ok(Polled::Taken(value, started.elapsed()));
+        }
+        match next_pause(pause, Instant::now(), deadline) {
+            Some(p) => {
+                tokio::time::sleep(p).await;
+                pause = p;
+            }
+            None => return Ok(Polled::TimedOut(started.elapsed())),
+        }
+    }
+}
+
+/// Takes the lock `key` for this session, polling up to `wait`.
+pub async fn acquire(
+    client: &Client,
+    key: i64,
+    wait: Duration,
+) -> Result<Polled<()>, tokio_postgres::Error> {
+    let sql = format!("SELECT pg_try_advisory_lock({key})");
+    poll(wait, || async {
+        let messages = client.simple_query(&sql).await?;
+        Ok(messages
+            .iter()
+            .any(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get(0) == Some("t")))
+            .then_some(()))
+    })
+    .await
+}
+
+/// Releases the lock `key`.
+pub async fn release(client: &Client, key: i64) -> Result<(), tokio_postgres::Error> {
+    client
+        .simple_query(&format!("SELECT pg_advisory_unlock({key})"))
+        .await
+        .map(|_| ())
 }
 
 /// The next pause between two tries: starts at 50 ms, grows by half, caps at 1 s,
@@ -136,6 +204,25 @@ mod tests {
         assert!(pauses.iter().all(|p| *p <= Duration::from_secs(1)));
         assert_eq!(total, Duration::from_millis(3000));
         assert_eq!(next_pause(pause, deadline, deadline), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn polling_stops_at_the_first_success_or_at_the_wait() {
+        let mut tries = 0;
+        let got: Result<Polled<u8>, ()> = poll(Duration::from_secs(5), || {
+            tries += 1;
+            let n = tries;
+            async move { Ok((n == 3).then_some(7)) }
+        })
+        .await;
+        assert!(matches!(got, Ok(Polled::Taken(7, _))));
+        assert_eq!(tries, 3);
+        let never: Result<Polled<u8>, ()> =
+            poll(Duration::from_millis(500), || async { Ok(None) }).await;
+        assert_eq!(never, Ok(Polled::TimedOut(Duration::from_millis(500))));
+        let failed: Result<Polled<u8>, &str> =
+            poll(Duration::from_secs(1), || async { Err("down") }).await;
+        assert_eq!(failed, Err("down"));
     }
 
     #[test]

@@ -31,6 +31,29 @@ static EMBEDDED: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/migrations");
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationSet {
     migrations: Vec<Migration>,
+    hash: String,
+}
+
+/// The hash the CDK construct (infra/lib/db-setup.ts, `hashMigrations`)
+/// puts in the `MigrationsHash` property: SHA-256 over the `.sql` files in
+/// file-name order, each as `<name length>:<name>:<content length>:<content>`
+/// (raw bytes). Equal hashes mean the template and this code hold the same
+/// migrations.
+pub fn set_hash(files: &[(String, Vec<u8>)]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut sql: Vec<&(String, Vec<u8>)> =
+        files.iter().filter(|(n, _)| n.ends_with(".sql")).collect();
+    sql.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut hasher = Sha256::new();
+    for (name, content) in sql {
+        hasher.update(format!("{}:{}:{}:", name.len(), name, content.len()).as_bytes());
+        hasher.update(content);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl MigrationSet {
@@ -82,7 +105,14 @@ impl MigrationSet {
     where
         I: IntoIterator<Item = (String, Vec<u8>)>,
     {
-        parse::parse_set(files).map(|migrations| MigrationSet { migrations })
+        let files: Vec<(String, Vec<u8>)> = files.into_iter().collect();
+        let hash = set_hash(&files);
+        parse::parse_set(files).map(|migrations| MigrationSet { migrations, hash })
+    }
+
+    /// The `MigrationsHash` of these files (see [`set_hash`]).
+    pub fn hash(&self) -> &str {
+        &self.hash
     }
 
     /// The migrations, in order.
@@ -99,6 +129,21 @@ impl MigrationSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_hash_matches_the_cdk_constructs_definition() {
+        // Same value as infra's hashMigrations over these two files (checked in
+        // infra/test: "hashMigrations matches the Rust definition").
+        let files = vec![
+            ("002_b.sql".to_string(), b"SELECT 2;\n".to_vec()),
+            ("001_a.sql".to_string(), b"SELECT 1;\n".to_vec()),
+            ("README.md".to_string(), b"ignored".to_vec()),
+        ];
+        assert_eq!(
+            set_hash(&files),
+            "89a5bca71d5f7e63caa0ffd859688deae02069c7d1acb204d35dabdc1583de4f"
+        );
+    }
 
     #[test]
     fn the_embedded_migrations_are_valid() {

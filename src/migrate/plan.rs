@@ -38,6 +38,13 @@ pub enum Problem {
         /// The recorded name.
         name: String,
     },
+    /// Names in the history with no file, all applied after every migration
+    /// this code knows: a newer version of the code applied them (on a
+    /// CloudFormation rollback, the older code meets exactly this).
+    AheadOfFiles {
+        /// The unknown names, in history order.
+        names: Vec<String>,
+    },
     /// An applied file was edited after it ran.
     ChecksumDrift {
         /// The migration.
@@ -71,6 +78,12 @@ impl fmt::Display for Problem {
                 f,
                 "migration {name} is recorded in pgmigrations but has no file: \
                  restore the file (applied migrations are never deleted)"
+            ),
+            Problem::AheadOfFiles { names } => write!(
+                f,
+                "the database is ahead of these migrations: {} applied after all of them with no file here \
+                 (a newer version of this code applied them); deploy the newer code, or restore the files",
+                names.join(", ")
             ),
             Problem::ChecksumDrift {
                 name,
@@ -121,6 +134,14 @@ impl fmt::Display for PlanError {
 
 impl std::error::Error for PlanError {}
 
+impl PlanError {
+    /// True when the only problem is a history ahead of the files (see
+    /// [`Problem::AheadOfFiles`]).
+    pub fn is_database_ahead(&self) -> bool {
+        matches!(self.0.as_slice(), [Problem::AheadOfFiles { .. }])
+    }
+}
+
 /// A history row written by node-pg-migrate (no checksum) whose checksum
 /// will now be recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -159,7 +180,12 @@ pub fn plan<'a>(
 
     let mut seen = HashMap::new();
     let mut adopt = Vec::new();
-    for row in applied {
+    let mut unknown = Vec::new();
+    // Position in the history after which every row is unknown to the files.
+    let last_known = applied
+        .iter()
+        .rposition(|r| by_name.contains_key(r.name.as_str()));
+    for (index, row) in applied.iter().enumerate() {
         if seen.insert(row.name.as_str(), ()).is_some() {
             problems.push(Problem::RecordedTwice {
                 name: row.name.clone(),
@@ -167,9 +193,13 @@ pub fn plan<'a>(
             continue;
         }
         let Some(file) = by_name.get(row.name.as_str()) else {
-            problems.push(Problem::MissingFile {
-                name: row.name.clone(),
-            });
+            if last_known.is_some_and(|k| index > k) {
+                unknown.push(row.name.clone());
+            } else {
+                problems.push(Problem::MissingFile {
+                    name: row.name.clone(),
+                });
+            }
             continue;
         };
         match &row.checksum {
@@ -184,6 +214,20 @@ pub fn plan<'a>(
                 name: row.name.clone(),
                 checksum: file.checksum.clone(),
             }),
+        }
+    }
+    if !unknown.is_empty() {
+        // Ahead only when everything this code knows is applied.
+        let recorded: std::collections::HashSet<&str> =
+            applied.iter().map(|r| r.name.as_str()).collect();
+        if files.iter().all(|f| recorded.contains(f.name.as_str())) {
+            problems.push(Problem::AheadOfFiles { names: unknown });
+        } else {
+            problems.extend(
+                unknown
+                    .into_iter()
+                    .map(|name| Problem::MissingFile { name }),
+            );
         }
     }
 
@@ -375,6 +419,30 @@ mod tests {
             err.to_string()
                 .contains("002_gone is recorded in pgmigrations but has no file")
         );
+    }
+
+    #[test]
+    fn names_applied_after_all_known_files_mean_the_database_is_ahead() {
+        let f = files(&["001_a", "002_b"]);
+        let mut history = applied(&f, 2);
+        history.push(row(3, "003_new", Some("x")));
+        history.push(row(4, "004_newer", Some("y")));
+        let err = plan(&history, &f, None).unwrap_err();
+        assert_eq!(
+            err.0,
+            [Problem::AheadOfFiles {
+                names: vec!["003_new".into(), "004_newer".into()]
+            }]
+        );
+        assert!(err.is_database_ahead());
+        assert!(
+            err.to_string()
+                .contains("the database is ahead of these migrations: 003_new, 004_newer")
+        );
+        // Not ahead when a known file is still unapplied: that is a missing file.
+        let f3 = files(&["001_a", "002_b", "005_c"]);
+        let err = plan(&history, &f3, None).unwrap_err();
+        assert!(!err.is_database_ahead(), "{err}");
     }
 
     #[test]

@@ -268,14 +268,13 @@ impl<'c> Migrator<'c> {
     /// Takes the lock (polling `pg_try_advisory_lock` until `lock_wait`) and
     /// reads the history table's state in the same round trip.
     async fn acquire_lock(&self) -> Result<(TableState, Duration), MigrateError> {
-        let started = Instant::now();
-        let deadline = started + self.options.lock_wait;
         let probe = format!(
             "SELECT {}, {}",
             lock::try_lock_expr(),
             history::STATE_COLUMNS
         );
-        let mut query = format!(
+        // The first try also sets the session's timeouts: no round trip of its own.
+        let first = format!(
             "{}; {probe}",
             self.session_timeouts(
                 "",
@@ -283,39 +282,34 @@ impl<'c> Migrator<'c> {
                 self.options.statement_timeout
             )
         );
-        let mut pause = Duration::ZERO;
-        loop {
-            let messages = self
-                .client
-                .simple_query(&query)
-                .await
-                .map_err(|e| MigrateError::database("taking the migration lock", &e))?;
-            let row = messages.iter().find_map(|m| match m {
-                SimpleQueryMessage::Row(r) => Some((
-                    r.get(0) == Some("t"),
-                    TableState::from_flags(r.get(1), r.get(2)),
-                )),
-                _ => None,
-            });
-            if let Some((true, table)) = row {
-                let waited = started.elapsed();
+        let mut query = &first;
+        let polled = lock::poll(self.options.lock_wait, || {
+            let sql = query.clone();
+            query = &probe;
+            async move {
+                let messages = self
+                    .client
+                    .simple_query(&sql)
+                    .await
+                    .map_err(|e| MigrateError::database("taking the migration lock", &e))?;
+                Ok::<_, MigrateError>(messages.iter().find_map(|m| match m {
+                    SimpleQueryMessage::Row(r) if r.get(0) == Some("t") => {
+                        Some(TableState::from_flags(r.get(1), r.get(2)))
+                    }
+                    _ => None,
+                }))
+            }
+        })
+        .await?;
+        match polled {
+            lock::Polled::Taken(table, waited) => {
                 info!(waited_ms = millis(waited), "migration lock taken");
-                return Ok((table, waited));
+                Ok((table, waited))
             }
-            match lock::next_pause(pause, Instant::now(), deadline) {
-                Some(p) => {
-                    tokio::time::sleep(p).await;
-                    pause = p;
-                    query.clone_from(&probe);
-                }
-                None => {
-                    let holder = lock::holder(self.client).await.ok().flatten();
-                    return Err(MigrateError::LockTimeout {
-                        waited: started.elapsed(),
-                        holder,
-                    });
-                }
-            }
+            lock::Polled::TimedOut(waited) => Err(MigrateError::LockTimeout {
+                waited,
+                holder: lock::holder(self.client, lock::KEY).await.ok().flatten(),
+            }),
         }
     }
 
@@ -690,7 +684,7 @@ impl<'c> Migrator<'c> {
             checksums_not_recorded,
             plan: planned,
             held_back,
-            lock_holder: lock::holder(self.client)
+            lock_holder: lock::holder(self.client, lock::KEY)
                 .await
                 .map_err(|e| MigrateError::database("looking up the lock holder", &e))?,
             invalid_indexes: self

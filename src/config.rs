@@ -1,0 +1,394 @@
+//! The function's configuration, read from the environment once at start.
+//! Every problem is collected, so one message lists them all
+//! (docs/configuration.md documents each variable).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::db::TlsMode;
+use crate::duration::parse_duration;
+use crate::migrate::TransactionMode;
+use crate::users::{RoleTemplate, UserSpec};
+
+/// How the function answers a CloudFormation request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseMode {
+    /// PUT the response to the request's ResponseURL (the function is the ServiceToken).
+    Direct,
+    /// Return the result; the CDK Provider framework answers CloudFormation.
+    Provider,
+}
+
+impl FromStr for ResponseMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "direct" => Ok(ResponseMode::Direct),
+            "provider" => Ok(ResponseMode::Provider),
+            other => Err(format!(
+                "`{other}` is not a response mode: write direct or provider"
+            )),
+        }
+    }
+}
+
+/// Where the database is, when the admin secret does not say (or to override it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DbOverrides {
+    /// Host.
+    pub host: Option<String>,
+    /// Port.
+    pub port: Option<u16>,
+    /// Database.
+    pub dbname: Option<String>,
+}
+
+/// Everything the function needs to know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Name or ARN of the admin secret.
+    pub admin_secret_id: String,
+    /// Host/port/database overrides.
+    pub db: DbOverrides,
+    /// Application users.
+    pub users: Vec<UserSpec>,
+    /// Prefix of the group roles.
+    pub role_prefix: String,
+    /// Direct or provider.
+    pub response_mode: ResponseMode,
+    /// TLS mode.
+    pub tls: TlsMode,
+    /// Extra CA certificates.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Migration transaction mode.
+    pub transaction_mode: TransactionMode,
+    /// Wait for the migration lock.
+    pub lock_wait: Duration,
+    /// PostgreSQL lock_timeout.
+    pub lock_timeout: Duration,
+    /// Retries after a lock timeout.
+    pub lock_retries: u32,
+    /// PostgreSQL statement_timeout.
+    pub statement_timeout: Duration,
+    /// Timeout of one connection attempt.
+    pub connect_timeout: Duration,
+    /// Connection attempts.
+    pub connect_attempts: u32,
+    /// Time kept back before the invocation's deadline.
+    pub deadline_margin: Duration,
+    /// Time allowed when the deadline is unknown.
+    pub time_budget: Duration,
+    /// JSON log lines.
+    pub json_logs: bool,
+}
+
+/// Every problem found in the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub Vec<String>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid configuration ({} problem(s)): {}",
+            self.0.len(),
+            self.0.join("; ")
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+struct Reader<'a, F: Fn(&str) -> Option<String>> {
+    env: &'a F,
+    problems: Vec<String>,
+}
+
+impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
+    fn raw(&self, name: &str) -> Option<String> {
+        (self.env)(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn parsed<T>(
+        &mut self,
+        name: &str,
+        default: T,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> T {
+        match self.raw(name) {
+            None => default,
+            Some(v) => parse(&v).unwrap_or_else(|e| {
+                self.problems.push(format!("{name}: {e}"));
+                default
+            }),
+        }
+    }
+
+    fn duration(&mut self, name: &str, default: Duration) -> Duration {
+        self.parsed(name, default, parse_duration)
+    }
+
+    fn number<T>(&mut self, name: &str, default: T, min: T) -> T
+    where
+        T: FromStr + PartialOrd + fmt::Display + Copy,
+    {
+        self.parsed(name, default, |v| match v.parse::<T>() {
+            Ok(n) if n >= min => Ok(n),
+            _ => Err(format!("`{v}` is not a whole number of at least {min}")),
+        })
+    }
+}
+
+impl Config {
+    /// Reads the configuration through `env` (the process environment in
+    /// `main`, a map in tests).
+    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut r = Reader {
+            env: &env,
+            problems: Vec::new(),
+        };
+        let admin_secret_id = r.raw("DB_SETUP_ADMIN_SECRET_ID").unwrap_or_else(|| {
+            r.problems.push(
+                "DB_SETUP_ADMIN_SECRET_ID is required: the name or ARN of the admin secret".into(),
+            );
+            String::new()
+        });
+        let db = DbOverrides {
+            host: r.raw("DB_SETUP_DB_HOST"),
+            port: r.parsed("DB_SETUP_DB_PORT", None, |v| {
+                v.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .map(Some)
+                    .ok_or_else(|| format!("`{v}` is not a port number"))
+            }),
+            dbname: r.raw("DB_SETUP_DB_NAME"),
+        };
+        let role_prefix = r.parsed("DB_SETUP_ROLE_PREFIX", "app".to_string(), |v| {
+            crate::users::check_identifier(v)
+                .map(|()| v.to_string())
+                .map_err(|e| e.to_string())
+        });
+        let users = r.parsed("DB_SETUP_USERS", Vec::new(), parse_users);
+        let config = Config {
+            admin_secret_id,
+            db,
+            users,
+            role_prefix,
+            response_mode: r.parsed("DB_SETUP_RESPONSE_MODE", ResponseMode::Direct, str::parse),
+            tls: r.parsed("DB_SETUP_TLS", TlsMode::VerifyFull, str::parse),
+            tls_ca_file: r.raw("DB_SETUP_TLS_CA_FILE").map(PathBuf::from),
+            transaction_mode: r.parsed(
+                "DB_SETUP_TRANSACTION_MODE",
+                TransactionMode::Batch,
+                str::parse,
+            ),
+            lock_wait: r.duration("DB_SETUP_LOCK_WAIT", Duration::from_secs(60)),
+            lock_timeout: r.duration("DB_SETUP_LOCK_TIMEOUT", Duration::from_secs(5)),
+            lock_retries: r.number("DB_SETUP_LOCK_RETRIES", 3, 0),
+            statement_timeout: r.duration("DB_SETUP_STATEMENT_TIMEOUT", Duration::from_secs(300)),
+            connect_timeout: r.duration("DB_SETUP_CONNECT_TIMEOUT", Duration::from_secs(10)),
+            connect_attempts: r.number("DB_SETUP_CONNECT_ATTEMPTS", 3, 1),
+            deadline_margin: r.duration("DB_SETUP_DEADLINE_MARGIN", Duration::from_secs(10)),
+            time_budget: r.duration("DB_SETUP_TIME_BUDGET", Duration::from_secs(300)),
+            json_logs: r.parsed(
+                "DB_SETUP_LOG_FORMAT",
+                r.raw("AWS_LAMBDA_FUNCTION_NAME").is_some(),
+                |v| match v {
+                    "json" => Ok(true),
+                    "text" => Ok(false),
+                    other => Err(format!("`{other}` is not a log format: write json or text")),
+                },
+            ),
+        };
+        if config.connect_timeout.is_zero() {
+            r.problems
+                .push("DB_SETUP_CONNECT_TIMEOUT must be more than 0".into());
+        }
+        if config.time_budget.is_zero() {
+            r.problems
+                .push("DB_SETUP_TIME_BUDGET must be more than 0".into());
+        }
+        if r.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError(r.problems))
+        }
+    }
+
+    /// The response mode to use even when the configuration is invalid: the
+    /// configured one if it parses, else direct (the default).
+    pub fn response_mode_from_env(env: impl Fn(&str) -> Option<String>) -> ResponseMode {
+        env("DB_SETUP_RESPONSE_MODE")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(ResponseMode::Direct)
+    }
+}
+
+/// Reads `DB_SETUP_USERS`: `[{"username": ..., "role": ..., "secretId": ...}]`.
+pub fn parse_users(text: &str) -> Result<Vec<UserSpec>, String> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        format!(
+            "not valid JSON (line {}, column {}): expected a list like [{{\"username\": \"app_rw\", \"role\": \"readwrite\", \"secretId\": \"...\"}}]",
+            e.line(),
+            e.column()
+        )
+    })?;
+    let items = value.as_array().ok_or("must be a JSON list of users")?;
+    let mut users = Vec::new();
+    let mut problems = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let field = |name: &str| {
+            item.get(name)
+                .and_then(|v| v.as_str())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+        };
+        let (Some(username), Some(role), Some(secret_id)) =
+            (field("username"), field("role"), field("secretId"))
+        else {
+            problems.push(format!(
+                "user {} needs string fields username, role and secretId",
+                i + 1
+            ));
+            continue;
+        };
+        if let Err(e) = crate::users::check_identifier(username) {
+            problems.push(format!("user {}: {e}", i + 1));
+            continue;
+        }
+        match role.parse::<RoleTemplate>() {
+            Ok(role) => users.push(UserSpec {
+                username: username.to_string(),
+                role,
+                secret_id: secret_id.to_string(),
+            }),
+            Err(e) => problems.push(format!("user {} ({username}): {e}", i + 1)),
+        }
+    }
+    for (i, u) in users.iter().enumerate() {
+        if users[..i].iter().any(|o| o.username == u.username) {
+            problems.push(format!("user {} appears twice", u.username));
+        }
+    }
+    if problems.is_empty() {
+        Ok(users)
+    } else {
+        Err(problems.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_apply_with_only_the_admin_secret() {
+        let c = Config::from_env(env(&[("DB_SETUP_ADMIN_SECRET_ID", "admin")])).unwrap();
+        assert_eq!(c.admin_secret_id, "admin");
+        assert_eq!(c.response_mode, ResponseMode::Direct);
+        assert_eq!(c.tls, TlsMode::VerifyFull);
+        assert_eq!(c.transaction_mode, TransactionMode::Batch);
+        assert_eq!(c.lock_wait, Duration::from_secs(60));
+        assert_eq!(c.lock_timeout, Duration::from_secs(5));
+        assert_eq!(c.statement_timeout, Duration::from_secs(300));
+        assert_eq!(c.deadline_margin, Duration::from_secs(10));
+        assert_eq!(c.role_prefix, "app");
+        assert!(c.users.is_empty());
+        assert!(!c.json_logs);
+    }
+
+    #[test]
+    fn every_problem_is_listed_in_one_error() {
+        let err = Config::from_env(env(&[
+            ("DB_SETUP_RESPONSE_MODE", "webhook"),
+            ("DB_SETUP_TLS", "require"),
+            ("DB_SETUP_LOCK_WAIT", "60"),
+            ("DB_SETUP_DB_PORT", "99999"),
+            (
+                "DB_SETUP_USERS",
+                "[{\"username\": \"App-User\", \"role\": \"readwrite\", \"secretId\": \"s\"}]",
+            ),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.0.len(), 6, "{err}");
+        let text = err.to_string();
+        for needle in [
+            "DB_SETUP_ADMIN_SECRET_ID is required",
+            "DB_SETUP_RESPONSE_MODE: `webhook` is not a response mode",
+            "DB_SETUP_TLS: `require` is not a TLS mode",
+            "DB_SETUP_LOCK_WAIT: `60` is not a duration",
+            "DB_SETUP_DB_PORT: `99999` is not a port number",
+            "DB_SETUP_USERS: user 1:",
+        ] {
+            assert!(text.contains(needle), "missing `{needle}` in {text}");
+        }
+    }
+
+    #[test]
+    fn users_are_read_and_checked() {
+        let users = parse_users(
+            r#"[{"username": "app_rw", "role": "readwrite", "secretId": "arn:aws:secretsmanager:us-east-1:1:secret:rw"},
+                {"username": "app_ro", "role": "readonly", "secretId": "ro"}]"#,
+        )
+        .unwrap();
+        assert_eq!(users.len(), 2);
+        assert_eq!(users[1].role, RoleTemplate::ReadOnly);
+        assert!(parse_users("{").unwrap_err().contains("not valid JSON"));
+        assert!(parse_users("{}").unwrap_err().contains("JSON list"));
+        assert!(
+            parse_users(r#"[{"username": "x"}]"#)
+                .unwrap_err()
+                .contains("needs string fields")
+        );
+        assert!(
+            parse_users(r#"[{"username": "x", "role": "admin", "secretId": "s"}]"#)
+                .unwrap_err()
+                .contains("`admin` is not a role template")
+        );
+        assert!(parse_users(
+            r#"[{"username": "x", "role": "readonly", "secretId": "s"}, {"username": "x", "role": "readonly", "secretId": "t"}]"#
+        )
+        .unwrap_err()
+        .contains("appears twice"));
+    }
+
+    #[test]
+    fn json_logs_default_on_in_lambda() {
+        let c = Config::from_env(env(&[
+            ("DB_SETUP_ADMIN_SECRET_ID", "a"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "f"),
+        ]))
+        .unwrap();
+        assert!(c.json_logs);
+    }
+
+    #[test]
+    fn response_mode_survives_an_invalid_configuration() {
+        assert_eq!(
+            Config::response_mode_from_env(env(&[("DB_SETUP_RESPONSE_MODE", "provider")])),
+            ResponseMode::Provider
+        );
+        assert_eq!(
+            Config::response_mode_from_env(env(&[("DB_SETUP_RESPONSE_MODE", "nope")])),
+            ResponseMode::Direct
+        );
+    }
+}

@@ -1,0 +1,106 @@
+//! The function's error: one variant per boundary, each carrying its
+//! context; [`SetupError::reason`] is what CloudFormation (or the invoker)
+//! reads, [`SetupError::kind`] the Lambda error type.
+
+use std::time::Duration;
+
+use crate::config::ConfigError;
+use crate::db::{ConnectError, TlsSetupError};
+use crate::migrate::{MigrateError, ServerError};
+use crate::secrets::{SecretFormatError, SecretsError};
+use crate::users::credentials::CredentialError;
+use crate::verify::SpecError;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The process could not start (its reason is already actionable).
+    #[error("the function could not start: {0}")]
+    Startup(String),
+    /// The environment is invalid.
+    #[error("{0}; fix the function's environment variables (see docs/configuration.md)")]
+    Config(#[from] ConfigError),
+    /// The extra CA file is unusable.
+    #[error("TLS setup: {0}")]
+    Tls(#[from] TlsSetupError),
+    /// The admin secret could not be read.
+    #[error("admin secret: {0}")]
+    AdminSecret(SecretsError),
+    /// The admin secret's content is unusable.
+    #[error("{0}")]
+    AdminSecretFormat(#[from] SecretFormatError),
+    /// Neither the secret nor the configuration gives the host.
+    #[error(
+        "the admin secret has no `host` and DB_SETUP_DB_HOST is not set: set DB_SETUP_DB_HOST (an RDS-managed master secret holds only username and password)"
+    )]
+    NoHost,
+    /// The database could not be reached or refused the login.
+    #[error("{0}")]
+    Connect(#[from] ConnectError),
+    /// Migrations did not complete.
+    #[error("{0}")]
+    Migrate(#[from] MigrateError),
+    /// The role DDL failed.
+    #[error("creating the application roles failed: {0}; nothing of it was kept")]
+    Roles(ServerError),
+    /// A user's credentials step failed.
+    #[error("{0}")]
+    Credentials(#[from] CredentialError),
+    /// The verification list is invalid (a build defect).
+    #[error("{0}")]
+    Spec(#[from] SpecError),
+    /// A database query outside the migrations failed.
+    #[error("{step} failed: {error}")]
+    Database {
+        /// The step.
+        step: &'static str,
+        /// What PostgreSQL said.
+        error: ServerError,
+    },
+    /// The work did not finish in its time budget.
+    #[error(
+        "timed out after {}s while {step}; the work was stopped and the database rolls back what was not committed. \
+         If the database is slow to answer, check its load and connectivity; if a migration is long, raise the function's timeout",
+        .budget.as_secs()
+    )]
+    Timeout {
+        /// The budget that ran out.
+        budget: Duration,
+        /// What was going on.
+        step: String,
+    },
+    /// A bug: the work panicked.
+    #[error(
+        "internal error (a panic) while {step}; nothing more was done: please report it with the function's logs"
+    )]
+    Panic {
+        /// What was going on.
+        step: String,
+    },
+}
+
+impl SetupError {
+    /// The Reason sent to CloudFormation or the invoker.
+    pub fn reason(&self) -> String {
+        self.to_string()
+    }
+
+    /// A short error type for the Lambda diagnostic.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SetupError::Startup(_) | SetupError::Config(_) | SetupError::Tls(_) => {
+                "ConfigurationError"
+            }
+            SetupError::AdminSecret(_) | SetupError::AdminSecretFormat(_) | SetupError::NoHost => {
+                "AdminSecretError"
+            }
+            SetupError::Connect(_) => "DatabaseConnectionError",
+            SetupError::Migrate(MigrateError::LockTimeout { .. }) => "MigrationLockHeld",
+            SetupError::Migrate(_) => "MigrationError",
+            SetupError::Roles(_) | SetupError::Credentials(_) => "UsersError",
+            SetupError::Spec(_) | SetupError::Database { .. } => "DatabaseError",
+            SetupError::Timeout { .. } => "Timeout",
+            SetupError::Panic { .. } => "InternalError",
+        }
+    }
+}

@@ -1,0 +1,568 @@
+//! What was asked: a CloudFormation custom-resource request or a manual
+//! troubleshooting action. Parsing is tolerant of what CloudFormation does
+//! (every property value a string, unknown properties) and strict about what
+//! matters, naming each missing or malformed field. When the event is broken
+//! but carries a usable ResponseURL, the identifiers found are kept so that
+//! FAILED can still be sent.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::migrate::TransactionMode;
+
+/// The longest identifier copied from a request into a response.
+pub const MAX_ID_LEN: usize = 1024;
+/// The longest property value accepted.
+pub const MAX_PROPERTY_LEN: usize = 4096;
+/// The longest ResponseURL accepted (pre-signed S3 URLs are ~1-2 KB).
+pub const MAX_URL_LEN: usize = 16 * 1024;
+
+/// A CloudFormation request type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum RequestType {
+    /// The resource is created.
+    Create,
+    /// Its properties changed (or a rollback restores the old ones).
+    Update,
+    /// It is deleted (or a failed Create is cleaned up).
+    Delete,
+}
+
+/// The custom resource's properties (all optional; values arrive as strings).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Properties {
+    /// Hash of the migrations the template was built with.
+    pub migrations_hash: Option<String>,
+    /// Overrides the configured transaction mode.
+    pub transaction_mode: Option<TransactionMode>,
+    /// Migrate only up to this migration.
+    pub target_migration: Option<String>,
+    /// False skips the users step.
+    pub manage_users: bool,
+}
+
+/// Where and how to answer CloudFormation: whatever identifiers the event has.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReplyTo {
+    /// The pre-signed URL, when usable.
+    pub response_url: Option<String>,
+    /// `StackId`.
+    pub stack_id: String,
+    /// `RequestId`.
+    pub request_id: String,
+    /// `LogicalResourceId`.
+    pub logical_resource_id: String,
+    /// `PhysicalResourceId`, on Update and Delete.
+    pub physical_resource_id: Option<String>,
+}
+
+impl ReplyTo {
+    /// The id to answer with: the one CloudFormation sent (Update, Delete),
+    /// else one derived from the logical id, so it is stable across retries.
+    pub fn physical_id(&self) -> String {
+        match &self.physical_resource_id {
+            Some(id) => id.clone(),
+            None if self.logical_resource_id.is_empty() => "db-setup".into(),
+            None => format!("db-setup-{}", self.logical_resource_id),
+        }
+    }
+}
+
+/// A CloudFormation custom-resource request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CfnRequest {
+    /// Create, Update or Delete.
+    pub request_type: RequestType,
+    /// Where to answer.
+    pub reply: ReplyTo,
+    /// `ResourceProperties`.
+    pub properties: Properties,
+    /// `OldResourceProperties` (Update only).
+    pub old_properties: Option<Properties>,
+}
+
+/// A manual troubleshooting action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum Action {
+    /// History, pending, drift, lock holder.
+    Status,
+    /// What a migrate would run.
+    Plan {
+        /// Up to this migration.
+        to: Option<String>,
+        /// Transaction mode.
+        mode: Option<TransactionMode>,
+    },
+    /// Run the migrations (not the users).
+    Migrate {
+        /// Up to this migration.
+        to: Option<String>,
+        /// Transaction mode.
+        mode: Option<TransactionMode>,
+    },
+    /// Check the schema against the declared expectations.
+    Verify,
+    /// Whether each user's secret logs in; with `ensure`, run the users step.
+    Users {
+        /// Run the users step (roles, then credentials) instead of only reporting.
+        ensure: bool,
+    },
+}
+
+/// A parsed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// From CloudFormation (directly or through the Provider framework).
+    CloudFormation(Box<CfnRequest>),
+    /// A manual invoke.
+    Action(Action),
+}
+
+/// Why an event was refused, and where a FAILED may still be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventError {
+    /// Every problem found.
+    pub problems: Vec<String>,
+    /// The identifiers found, when the event looks like CloudFormation's.
+    pub reply: Option<Box<ReplyTo>>,
+}
+
+impl fmt::Display for EventError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid event: {}", self.problems.join("; "))
+    }
+}
+
+impl std::error::Error for EventError {}
+
+fn describe(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    problems: Vec<String>,
+}
+
+impl Fields<'_> {
+    /// A string field: missing is `None`; another type, empty or too long is a problem.
+    fn string(&mut self, key: &str, max: usize) -> Option<String> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.is_empty() => {
+                self.problems.push(format!("{key} is empty"));
+                None
+            }
+            Some(Value::String(s)) if s.len() > max => {
+                self.problems.push(format!(
+                    "{key} is too long ({} bytes, at most {max})",
+                    s.len()
+                ));
+                None
+            }
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                self.problems
+                    .push(format!("{key} must be a string, not {}", describe(other)));
+                None
+            }
+        }
+    }
+
+    fn required(&mut self, key: &str, max: usize) -> String {
+        let value = self.string(key, max);
+        if value.is_none() && !self.map.contains_key(key) {
+            self.problems.push(format!("{key} is missing"));
+        }
+        value.unwrap_or_default()
+    }
+}
+
+fn usable_url(url: &str) -> bool {
+    url.len() <= MAX_URL_LEN
+        && reqwest::Url::parse(url)
+            .is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some())
+}
+
+/// A property value as text: CloudFormation sends strings, a direct invoke may send JSON types.
+fn property_text(key: &str, v: &Value, problems: &mut Vec<String>) -> Option<String> {
+    let text = match v {
+        Value::String(s) => s.trim().to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::Null => return None,
+        other => {
+            problems.push(format!(
+                "property {key} must be a string, not {}",
+                describe(other)
+            ));
+            return None;
+        }
+    };
+    if text.len() > MAX_PROPERTY_LEN {
+        problems.push(format!("property {key} is too long ({} bytes)", text.len()));
+        return None;
+    }
+    Some(text)
+}
+
+fn parse_bool(key: &str, text: &str, problems: &mut Vec<String>) -> Option<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => {
+            problems.push(format!(
+                "property {key} must be \"true\" or \"false\", not `{}`",
+                truncate(text, 40)
+            ));
+            None
+        }
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+fn parse_properties(name: &str, value: Option<&Value>, problems: &mut Vec<String>) -> Properties {
+    let mut props = Properties {
+        manage_users: true,
+        ..Properties::default()
+    };
+    let map = match value {
+        None | Some(Value::Null) => return props,
+        Some(Value::Object(map)) => map,
+        Some(other) => {
+            problems.push(format!("{name} must be an object, not {}", describe(other)));
+            return props;
+        }
+    };
+    let mut text = |key: &str| map.get(key).and_then(|v| property_text(key, v, problems));
+    let hash = text("MigrationsHash");
+    let mode = text("TransactionMode");
+    let target = text("TargetMigration");
+    let manage = text("ManageUsers");
+    props.migrations_hash = hash.filter(|h| !h.is_empty());
+    props.target_migration = target.filter(|t| !t.is_empty());
+    if let Some(mode) = mode.filter(|m| !m.is_empty()) {
+        match mode.parse() {
+            Ok(m) => props.transaction_mode = Some(m),
+            Err(e) => problems.push(format!("property TransactionMode: {}", truncate(&e, 120))),
+        }
+    }
+    if let Some(manage) = manage.filter(|m| !m.is_empty()) {
+        if let Some(b) = parse_bool("ManageUsers", &manage, problems) {
+            props.manage_users = b;
+        }
+    }
+    props
+}
+
+fn parse_cfn(map: &Map<String, Value>) -> Result<CfnRequest, EventError> {
+    let mut f = Fields {
+        map,
+        problems: Vec::new(),
+    };
+    let request_type = match map.get("RequestType") {
+        None => {
+            f.problems.push("RequestType is missing".into());
+            None
+        }
+        Some(Value::String(t)) => match t.as_str() {
+            "Create" => Some(RequestType::Create),
+            "Update" => Some(RequestType::Update),
+            "Delete" => Some(RequestType::Delete),
+            other => {
+                f.problems.push(format!(
+                    "RequestType `{}` is not Create, Update or Delete",
+                    truncate(other, 40)
+                ));
+                None
+            }
+        },
+        Some(other) => {
+            f.problems.push(format!(
+                "RequestType must be a string, not {}",
+                describe(other)
+            ));
+            None
+        }
+    };
+    let response_url = f.string("ResponseURL", MAX_URL_LEN);
+    if let Some(url) = &response_url {
+        if !usable_url(url) {
+            f.problems.push("ResponseURL is not an http(s) URL".into());
+        }
+    }
+    let reply = ReplyTo {
+        response_url: response_url.filter(|u| usable_url(u)),
+        stack_id: f.required("StackId", MAX_ID_LEN),
+        request_id: f.required("RequestId", MAX_ID_LEN),
+        logical_resource_id: f.required("LogicalResourceId", MAX_ID_LEN),
+        physical_resource_id: f.string("PhysicalResourceId", MAX_ID_LEN),
+    };
+    let mut problems = f.problems;
+    let properties = parse_properties(
+        "ResourceProperties",
+        map.get("ResourceProperties"),
+        &mut problems,
+    );
+    let old_properties = map
+        .get("OldResourceProperties")
+        .map(|v| parse_properties("OldResourceProperties", Some(v), &mut problems));
+    match request_type {
+        Some(request_type) if problems.is_empty() => Ok(CfnRequest {
+            request_type,
+            reply,
+            properties,
+            old_properties,
+        }),
+        _ => Err(EventError {
+            problems,
+            reply: Some(Box::new(reply)),
+        }),
+    }
+}
+
+fn parse_action(map: &Map<String, Value>) -> Result<Action, EventError> {
+    let mut problems = Vec::new();
+    let name = match map.get("action") {
+        Some(Value::String(s)) => s.as_str(),
+        Some(other) => {
+            problems.push(format!("action must be a string, not {}", describe(other)));
+            ""
+        }
+        None => "",
+    };
+    let mut text = |key: &str| {
+        map.get(key)
+            .and_then(|v| property_text(key, v, &mut problems))
+    };
+    let to = text("to").filter(|t| !t.is_empty());
+    let mode_text = text("mode");
+    let ensure_text = text("ensure");
+    let mode = mode_text.and_then(|m| match m.parse::<TransactionMode>() {
+        Ok(mode) => Some(mode),
+        Err(e) => {
+            problems.push(format!("mode: {e}"));
+            None
+        }
+    });
+    let ensure = ensure_text
+        .and_then(|e| parse_bool("ensure", &e, &mut problems))
+        .unwrap_or(false);
+    let action = match name {
+        "status" => Some(Action::Status),
+        "plan" => Some(Action::Plan { to, mode }),
+        "migrate" => Some(Action::Migrate { to, mode }),
+        "verify" => Some(Action::Verify),
+        "users" => Some(Action::Users { ensure }),
+        "" => None,
+        other => {
+            problems.push(format!(
+                "unknown action `{}`: use status, plan, migrate, verify or users",
+                truncate(other, 40)
+            ));
+            None
+        }
+    };
+    match action {
+        Some(a) if problems.is_empty() => Ok(a),
+        _ => Err(EventError {
+            problems,
+            reply: None,
+        }),
+    }
+}
+
+/// Parses an invocation payload.
+pub fn parse(payload: &Value) -> Result<Request, EventError> {
+    let Value::Object(map) = payload else {
+        return Err(EventError {
+            problems: vec![format!(
+                "the event must be a JSON object, not {}: send a CloudFormation request or {{\"action\": \"status\"}}",
+                describe(payload)
+            )],
+            reply: None,
+        });
+    };
+    if map.contains_key("RequestType")
+        || map.contains_key("ResponseURL")
+        || map.contains_key("ResourceProperties")
+    {
+        parse_cfn(map).map(|r| Request::CloudFormation(Box::new(r)))
+    } else if map.contains_key("action") {
+        parse_action(map).map(Request::Action)
+    } else {
+        Err(EventError {
+            problems: vec![
+                "unrecognised event: expected a CloudFormation custom-resource request (RequestType, ResponseURL, ...) \
+                 or a manual action such as {\"action\": \"status\"}"
+                    .into(),
+            ],
+            reply: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn create() -> Value {
+        json!({
+            "RequestType": "Create",
+            "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:db-setup",
+            "ResponseURL": "https://cloudformation-custom-resource-response-useast1.s3.amazonaws.com/x?sig=1",
+            "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/app/1",
+            "RequestId": "req-1",
+            "ResourceType": "Custom::DbSetup",
+            "LogicalResourceId": "DbSetup",
+            "ResourceProperties": {"ServiceToken": "arn", "MigrationsHash": "abc", "ManageUsers": "false", "Unknown": "x"}
+        })
+    }
+
+    #[test]
+    fn a_create_request_parses_with_string_properties() {
+        let Request::CloudFormation(r) = parse(&create()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.request_type, RequestType::Create);
+        assert_eq!(r.reply.request_id, "req-1");
+        assert_eq!(r.properties.migrations_hash.as_deref(), Some("abc"));
+        assert!(!r.properties.manage_users);
+        assert_eq!(r.reply.physical_id(), "db-setup-DbSetup");
+    }
+
+    #[test]
+    fn update_keeps_the_physical_id_and_reads_old_properties() {
+        let mut e = create();
+        e["RequestType"] = json!("Update");
+        e["PhysicalResourceId"] = json!("db-setup-DbSetup");
+        e["OldResourceProperties"] = json!({"MigrationsHash": "old", "TransactionMode": "each"});
+        let Request::CloudFormation(r) = parse(&e).unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.reply.physical_id(), "db-setup-DbSetup");
+        let old = r.old_properties.unwrap();
+        assert_eq!(old.transaction_mode, Some(TransactionMode::Each));
+        assert!(old.manage_users);
+    }
+
+    #[test]
+    fn missing_and_malformed_fields_are_each_named_and_the_reply_kept() {
+        let e = json!({
+            "RequestType": "Create",
+            "ResponseURL": "https://example.com/r",
+            "StackId": 7,
+            "ResourceProperties": {"TransactionMode": "all", "ManageUsers": "maybe"}
+        });
+        let err = parse(&e).unwrap_err();
+        let text = err.to_string();
+        for needle in [
+            "StackId must be a string, not a number",
+            "RequestId is missing",
+            "LogicalResourceId is missing",
+            "property TransactionMode: `all` is not a transaction mode",
+            "property ManageUsers must be \"true\" or \"false\"",
+        ] {
+            assert!(text.contains(needle), "missing `{needle}` in {text}");
+        }
+        assert_eq!(
+            err.reply.unwrap().response_url.as_deref(),
+            Some("https://example.com/r")
+        );
+    }
+
+    #[test]
+    fn unknown_request_type_is_refused_by_name() {
+        let mut e = create();
+        e["RequestType"] = json!("Replace");
+        let err = parse(&e).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("RequestType `Replace` is not Create, Update or Delete")
+        );
+        assert!(err.reply.is_some());
+    }
+
+    #[test]
+    fn unusable_response_urls_are_not_kept() {
+        for url in ["file:///etc/passwd", "not a url", "https://"] {
+            let mut e = create();
+            e["ResponseURL"] = json!(url);
+            let err = parse(&e).unwrap_err();
+            assert_eq!(err.reply.unwrap().response_url, None, "{url}");
+        }
+    }
+
+    #[test]
+    fn huge_values_are_refused_not_copied() {
+        let mut e = create();
+        e["RequestId"] = json!("x".repeat(MAX_ID_LEN + 1));
+        e["ResourceProperties"]["TargetMigration"] = json!("y".repeat(MAX_PROPERTY_LEN + 1));
+        let err = parse(&e).unwrap_err();
+        assert!(err.to_string().contains("RequestId is too long"));
+        assert!(
+            err.to_string()
+                .contains("property TargetMigration is too long")
+        );
+    }
+
+    #[test]
+    fn manual_actions_parse_with_options() {
+        assert_eq!(
+            parse(&json!({"action": "status"})).unwrap(),
+            Request::Action(Action::Status)
+        );
+        assert_eq!(
+            parse(&json!({"action": "migrate", "to": "003_x", "mode": "each"})).unwrap(),
+            Request::Action(Action::Migrate {
+                to: Some("003_x".into()),
+                mode: Some(TransactionMode::Each)
+            })
+        );
+        assert_eq!(
+            parse(&json!({"action": "users", "ensure": true})).unwrap(),
+            Request::Action(Action::Users { ensure: true })
+        );
+        let err = parse(&json!({"action": "drop"})).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("unknown action `drop`: use status, plan, migrate, verify or users")
+        );
+        assert!(parse(&json!({"action": "plan", "mode": "x"})).is_err());
+    }
+
+    #[test]
+    fn other_payloads_are_refused_with_what_to_send() {
+        for payload in [
+            json!(null),
+            json!([1]),
+            json!("Create"),
+            json!({}),
+            json!({"hello": 1}),
+        ] {
+            let err = parse(&payload).unwrap_err();
+            assert!(err.reply.is_none());
+            assert!(
+                err.to_string().contains("{\"action\": \"status\"}"),
+                "{err}"
+            );
+        }
+    }
+}

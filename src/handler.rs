@@ -1,0 +1,382 @@
+//! Orchestration of one invocation: parse, run the work under a deadline
+//! and a panic guard, answer in the configured mode. The stack is never left
+//! waiting: whatever happens, FAILED goes out before the Lambda's deadline.
+//!
+//! The handler is generic over [`Setup`] (the work), so its lifecycle rules
+//! are tested with a work that hangs or panics, and in production it runs
+//! [`crate::setup::LiveSetup`].
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use lambda_runtime::Diagnostic;
+use serde_json::{Map, Value, json};
+use tracing::{error, info, warn};
+
+use crate::config::ResponseMode;
+use crate::db::Canceller;
+use crate::error::SetupError;
+use crate::event::{self, Action, CfnRequest, ReplyTo, Request, RequestType};
+use crate::respond::{self, Responder, Status};
+
+/// The work the handler runs.
+pub trait Setup: Send + Sync + 'static {
+    /// Create or Update: migrations, then users. Returns the response `Data`.
+    fn deploy(
+        &self,
+        request: CfnRequest,
+        progress: Progress,
+    ) -> impl Future<Output = Result<Map<String, Value>, SetupError>> + Send;
+    /// A manual action. Returns its report.
+    fn action(
+        &self,
+        action: Action,
+        progress: Progress,
+    ) -> impl Future<Output = Result<Value, SetupError>> + Send;
+}
+
+#[derive(Default)]
+struct ProgressState {
+    step: String,
+    started: Option<Instant>,
+    canceller: Option<Canceller>,
+}
+
+/// What the work is doing now: logged one line per step with its duration,
+/// named in a timeout's Reason, and able to cancel the running query.
+#[derive(Clone, Default)]
+pub struct Progress(Arc<Mutex<ProgressState>>);
+
+impl Progress {
+    fn state(&self) -> std::sync::MutexGuard<'_, ProgressState> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts a step (and logs the end of the previous one with its duration).
+    pub fn step(&self, step: impl Into<String>) {
+        let step = step.into();
+        let mut s = self.state();
+        if let Some(started) = s.started {
+            info!(step = %s.step, duration_ms = started.elapsed().as_millis() as u64, "step done");
+        }
+        info!(step = %step, "step started");
+        s.step = step;
+        s.started = Some(Instant::now());
+    }
+
+    /// Ends the last step.
+    pub fn finish(&self) {
+        let mut s = self.state();
+        if let Some(started) = s.started.take() {
+            info!(step = %s.step, duration_ms = started.elapsed().as_millis() as u64, "step done");
+        }
+    }
+
+    /// The current step.
+    pub fn current(&self) -> String {
+        let s = self.state();
+        if s.step.is_empty() {
+            "starting".into()
+        } else {
+            s.step.clone()
+        }
+    }
+
+    /// Registers the connection whose query a timeout must cancel.
+    pub fn watch(&self, canceller: Canceller) {
+        self.state().canceller = Some(canceller);
+    }
+
+    async fn cancel_running_query(&self) {
+        let canceller = self.state().canceller.clone();
+        if let Some(c) = canceller {
+            if tokio::time::timeout(Duration::from_secs(2), c.cancel())
+                .await
+                .is_err()
+            {
+                warn!("the cancel request timed out");
+            }
+        }
+    }
+}
+
+/// How long the work may take, and until when the response may be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// For the work.
+    pub work: Duration,
+    /// For the work and the response together.
+    pub total: Duration,
+    /// False when the invocation's deadline was unknown or absurd.
+    pub deadline_known: bool,
+}
+
+/// The longest a Lambda invocation can last, plus slack.
+const MAX_INVOCATION: Duration = Duration::from_secs(16 * 60);
+
+/// Splits the time to the invocation's deadline into work and response.
+/// A deadline in the past or beyond Lambda's 15 minutes (the local emulator
+/// sends such values) is treated as unknown: `fallback` is used then.
+pub fn budget(deadline_ms: u64, now_ms: u64, margin: Duration, fallback: Duration) -> Budget {
+    let remaining = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+    if deadline_ms <= now_ms || remaining > MAX_INVOCATION {
+        return Budget {
+            work: fallback,
+            total: fallback + margin,
+            deadline_known: false,
+        };
+    }
+    let total = remaining.saturating_sub(Duration::from_millis(200));
+    let work = if remaining > margin * 2 {
+        remaining - margin
+    } else {
+        remaining / 2
+    };
+    Budget {
+        work,
+        total,
+        deadline_known: true,
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn diagnostic(error_type: &str, message: String) -> Diagnostic {
+    Diagnostic {
+        error_type: error_type.into(),
+        error_message: message,
+    }
+}
+
+/// Answers invocations.
+pub struct Handler<S: Setup> {
+    setup: Arc<S>,
+    mode: ResponseMode,
+    responder: Responder,
+    margin: Duration,
+    fallback: Duration,
+}
+
+impl<S: Setup> Handler<S> {
+    /// A handler over `setup`.
+    pub fn new(
+        setup: S,
+        mode: ResponseMode,
+        responder: Responder,
+        margin: Duration,
+        fallback: Duration,
+    ) -> Self {
+        Handler {
+            setup: Arc::new(setup),
+            mode,
+            responder,
+            margin,
+            fallback,
+        }
+    }
+
+    /// Handles one invocation. `deadline_ms` is the invocation's deadline
+    /// (milliseconds since the epoch) as the runtime gives it.
+    pub async fn handle(&self, payload: Value, deadline_ms: u64) -> Result<Value, Diagnostic> {
+        let started = Instant::now();
+        let budget = budget(deadline_ms, now_ms(), self.margin, self.fallback);
+        if !budget.deadline_known {
+            info!(
+                budget_s = budget.work.as_secs(),
+                "invocation deadline unknown: using DB_SETUP_TIME_BUDGET"
+            );
+        }
+        let respond_until = started + budget.total;
+        match event::parse(&payload) {
+            Ok(Request::CloudFormation(request)) => {
+                self.custom_resource(*request, budget, respond_until).await
+            }
+            Ok(Request::Action(action)) => {
+                info!(action = ?action, "manual action");
+                let setup = self.setup.clone();
+                self.guarded(budget.work, move |p| async move {
+                    setup.action(action, p).await
+                })
+                .await
+                .map_err(|e| {
+                    error!(error = %e, "action failed");
+                    diagnostic(e.kind(), e.reason())
+                })
+            }
+            Err(e) => {
+                error!(error = %e, "invalid event");
+                match (self.mode, e.reply.as_ref()) {
+                    (ResponseMode::Direct, Some(reply)) if reply.response_url.is_some() => {
+                        self.deliver(
+                            reply,
+                            Status::Failed,
+                            Some(&e.to_string()),
+                            None,
+                            respond_until,
+                        )
+                        .await
+                    }
+                    _ => Err(diagnostic("InvalidEvent", e.to_string())),
+                }
+            }
+        }
+    }
+
+    async fn custom_resource(
+        &self,
+        request: CfnRequest,
+        budget: Budget,
+        respond_until: Instant,
+    ) -> Result<Value, Diagnostic> {
+        let reply = request.reply.clone();
+        info!(
+            request_type = ?request.request_type,
+            logical_resource_id = %reply.logical_resource_id,
+            request_id = %reply.request_id,
+            "custom resource request"
+        );
+        if self.mode == ResponseMode::Direct && reply.response_url.is_none() {
+            let message = "ResponseURL is missing: in direct mode the function answers CloudFormation at that URL \
+                           (set DB_SETUP_RESPONSE_MODE=provider when the CDK Provider framework calls it)";
+            error!(message);
+            return Err(diagnostic("InvalidEvent", message.into()));
+        }
+        let result = match request.request_type {
+            // Forward-only: nothing is dropped, nothing to wait for.
+            RequestType::Delete => {
+                info!("Delete: forward-only, data, roles and secrets are kept");
+                Ok(Map::from_iter([(
+                    "Message".to_string(),
+                    json!("Delete: forward-only, nothing was dropped"),
+                )]))
+            }
+            RequestType::Create | RequestType::Update => {
+                let setup = self.setup.clone();
+                self.guarded(budget.work, move |p| async move {
+                    setup.deploy(request, p).await
+                })
+                .await
+            }
+        };
+        match self.mode {
+            ResponseMode::Direct => match result {
+                Ok(data) => {
+                    self.deliver(&reply, Status::Success, None, Some(&data), respond_until)
+                        .await
+                }
+                Err(e) => {
+                    error!(error = %e, "request failed");
+                    self.deliver(
+                        &reply,
+                        Status::Failed,
+                        Some(&e.reason()),
+                        None,
+                        respond_until,
+                    )
+                    .await
+                }
+            },
+            ResponseMode::Provider => match result {
+                Ok(data) => Ok(json!({ "PhysicalResourceId": reply.physical_id(), "Data": data })),
+                Err(e) => {
+                    error!(error = %e, "request failed");
+                    Err(diagnostic(e.kind(), e.reason()))
+                }
+            },
+        }
+    }
+
+    /// PUTs the response. Delivered: the invocation succeeds (no Lambda
+    /// retry). Not delivered: it fails, so Lambda retries the (idempotent) event.
+    async fn deliver(
+        &self,
+        reply: &ReplyTo,
+        status: Status,
+        reason: Option<&str>,
+        data: Option<&Map<String, Value>>,
+        until: Instant,
+    ) -> Result<Value, Diagnostic> {
+        let body = respond::body(status, reason, reply, data);
+        let Some(url) = reply.response_url.as_deref() else {
+            return Err(diagnostic("InvalidEvent", "no usable ResponseURL".into()));
+        };
+        match self.responder.put(url, &body, until).await {
+            Ok(()) => Ok(serde_json::from_str(&body).unwrap_or(Value::Null)),
+            Err(e) => {
+                error!(error = %e, "response not delivered");
+                Err(diagnostic("ResponseNotDelivered", e.to_string()))
+            }
+        }
+    }
+
+    /// Runs the work in its own task: a panic becomes [`SetupError::Panic`],
+    /// running past `limit` cancels the running query, stops the task and
+    /// becomes [`SetupError::Timeout`].
+    async fn guarded<T, F, Fut>(&self, limit: Duration, work: F) -> Result<T, SetupError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Progress) -> Fut,
+        Fut: Future<Output = Result<T, SetupError>> + Send + 'static,
+    {
+        let progress = Progress::default();
+        let mut task = tokio::spawn(work(progress.clone()));
+        let result = tokio::select! {
+            joined = &mut task => match joined {
+                Ok(result) => result,
+                Err(e) if e.is_panic() => {
+                    error!(step = %progress.current(), "the work panicked");
+                    Err(SetupError::Panic { step: progress.current() })
+                }
+                Err(_) => Err(SetupError::Panic { step: progress.current() }),
+            },
+            () = tokio::time::sleep(limit) => {
+                let step = progress.current();
+                error!(step = %step, budget_s = limit.as_secs(), "time budget exhausted: stopping the work");
+                progress.cancel_running_query().await;
+                task.abort();
+                Err(SetupError::Timeout { budget: limit, step })
+            }
+        };
+        progress.finish();
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MARGIN: Duration = Duration::from_secs(10);
+    const FALLBACK: Duration = Duration::from_secs(300);
+
+    #[test]
+    fn budget_keeps_the_margin_before_a_real_deadline() {
+        let b = budget(1_000_000 + 60_000, 1_000_000, MARGIN, FALLBACK);
+        assert!(b.deadline_known);
+        assert_eq!(b.work, Duration::from_secs(50));
+        assert_eq!(b.total, Duration::from_millis(59_800));
+    }
+
+    #[test]
+    fn a_short_deadline_is_split_in_half() {
+        let b = budget(1_000_000 + 8_000, 1_000_000, MARGIN, FALLBACK);
+        assert_eq!(b.work, Duration::from_secs(4));
+    }
+
+    #[test]
+    fn past_or_absurd_deadlines_fall_back_to_the_budget() {
+        for deadline in [0, 999_999, 1_000_000, 1_000_000 + 17 * 60 * 1000] {
+            let b = budget(deadline, 1_000_000, MARGIN, FALLBACK);
+            assert!(!b.deadline_known, "{deadline}");
+            assert_eq!(b.work, FALLBACK);
+        }
+    }
+}
