@@ -13,10 +13,10 @@ use crate::handler::{Progress, Setup};
 use crate::migrate::{
     MigrateError, MigrationSet, Migrator, RunOptions, ServerError, TransactionMode, lock,
 };
-use crate::secret::SecretString;
 use crate::secrets::{AWSCURRENT, SecretStore, SecretsError, UserSecretFields, parse_rds_secret};
-use crate::users::credentials::{self, CredentialAction, CredentialReport, UserDb};
-use crate::users::roles::{RoleContext, roles_script, set_password_sql};
+use crate::users::credentials::{self, CredentialAction, CredentialReport};
+use crate::users::database::PgUsers;
+use crate::users::roles::{RoleContext, roles_script};
 use crate::verify::{self, Spec};
 
 /// The admin connection's target and the admin secret's ARN.
@@ -177,7 +177,7 @@ impl<S: SecretStore + 'static> LiveSetup<S> {
             let _ = client.simple_query("ROLLBACK").await;
             return Err(SetupError::Roles(ServerError::from_pg(e)));
         }
-        let user_db = LiveUserDb {
+        let user_db = PgUsers {
             base: &admin.target,
             tls: &self.tls,
             options: self.connect_options(1),
@@ -325,7 +325,7 @@ impl<S: SecretStore + 'static> LiveSetup<S> {
                 json!({ "users": reports })
             }
             Action::Users { ensure: false } => {
-                let user_db = LiveUserDb {
+                let user_db = PgUsers {
                     base: &admin.target,
                     tls: &self.tls,
                     options: self.connect_options(1),
@@ -360,37 +360,6 @@ impl<S: SecretStore + 'static> Setup for LiveSetup<S> {
         progress: Progress,
     ) -> impl Future<Output = Result<Value, SetupError>> + Send {
         self.action_inner(action, progress)
-    }
-}
-
-/// The database side of the credentials protocol.
-struct LiveUserDb<'a> {
-    base: &'a Target,
-    tls: &'a Tls,
-    options: ConnectOptions,
-    admin: &'a Client,
-}
-
-impl UserDb for LiveUserDb<'_> {
-    async fn can_login(&self, user: &str, password: &SecretString) -> Result<bool, String> {
-        let target = Target {
-            user: user.into(),
-            password: password.clone(),
-            ..self.base.clone()
-        };
-        match db::connect(&target, self.tls, &self.options).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_auth() => Ok(false),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
-    async fn set_password(&self, user: &str, verifier: &str) -> Result<(), String> {
-        self.admin
-            .simple_query(&set_password_sql(user, verifier))
-            .await
-            .map(|_| ())
-            .map_err(|e| ServerError::from_pg(&e).to_string())
     }
 }
 

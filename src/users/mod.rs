@@ -3,6 +3,7 @@
 //! in Secrets Manager ([`credentials`]).
 
 pub mod credentials;
+pub mod database;
 pub mod password;
 pub mod roles;
 

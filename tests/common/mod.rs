@@ -2,6 +2,8 @@
 //! (scripts/servers.sh), a fresh database per test, migration fixtures.
 #![allow(dead_code)]
 
+pub mod lambda;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -105,6 +107,13 @@ impl TestDb {
             .await
             == ["t"]
     }
+}
+
+/// The server's message of a failed query (tokio-postgres's Display says only "db error").
+pub fn db_message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_else(|| e.to_string())
 }
 
 pub fn column(messages: &[SimpleQueryMessage]) -> Vec<String> {

@@ -1,0 +1,485 @@
+//! The function through the Lambda Runtime API: the custom-resource
+//! lifecycle in both response modes, users and credentials, manual actions.
+//! Every test ends with the secret scan.
+
+mod common;
+
+use std::time::Duration;
+
+use common::lambda::{Deployment, Outcome, Setup, cfn_event, secret_name};
+use db_setup::migrate::MigrationSet;
+use serde_json::{Value, json};
+
+fn embedded_count() -> usize {
+    MigrationSet::embedded().unwrap().migrations().len()
+}
+
+fn props() -> Value {
+    json!({"ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:db-setup",
+           "MigrationsHash": MigrationSet::embedded().unwrap().hash()})
+}
+
+#[tokio::test]
+async fn create_update_delete_in_direct_mode() {
+    let d = Deployment::new(Setup {
+        users: &[("rw", "readwrite"), ("ro", "readonly")],
+        ..Setup::new("lifecycle")
+    })
+    .await;
+
+    // Create: migrations, then users; SUCCESS PUT with a small Data.
+    let (outcome, put) = d.request("Create", props()).await;
+    assert_eq!(outcome.response()["Status"], "SUCCESS");
+    assert_eq!(put.body["Status"], "SUCCESS", "{}", put.body);
+    assert_eq!(put.body["PhysicalResourceId"], "db-setup-DbSetup");
+    assert_eq!(put.body["LogicalResourceId"], "DbSetup");
+    assert!(put.body["RequestId"].as_str().unwrap().starts_with("cfn-"));
+    assert_eq!(put.body["Data"]["Applied"], embedded_count().to_string());
+    assert_eq!(
+        put.body["Data"]["LastMigration"],
+        MigrationSet::embedded().unwrap().last().unwrap()
+    );
+    assert_eq!(put.body["Data"]["Users"], "2");
+    assert_eq!(put.body["Data"]["UsersRotated"], "2");
+    // The PUT as CloudFormation wants it: empty Content-Type, exact length, small.
+    assert_eq!(put.content_type.as_deref(), Some(""));
+    assert_eq!(put.content_length, Some(put.raw_len));
+    assert!(put.raw_len <= 4096);
+    assert_eq!(d.db.history().await.len(), embedded_count());
+
+    // The users' secrets: full RDS JSON, and they log in.
+    for i in 0..2 {
+        let s = d.user_secret(i).await;
+        for key in [
+            "engine",
+            "host",
+            "port",
+            "dbname",
+            "username",
+            "password",
+            "masterarn",
+        ] {
+            assert!(
+                s.get(key).is_some(),
+                "user secret lacks {key}: keys {:?}",
+                s.as_object().map(|m| m.keys().collect::<Vec<_>>())
+            );
+        }
+        assert_eq!(s["masterarn"], d.admin_arn);
+        assert_eq!(s["dbname"], d.db.name);
+        assert!(
+            d.logs_in(&d.users[i].0, s["password"].as_str().unwrap())
+                .await
+        );
+    }
+    let rw_password = d.user_secret(0).await["password"].clone();
+
+    // Update: nothing to migrate, nothing rotated, same physical id.
+    let (_, put) = d.request("Update", props()).await;
+    assert_eq!(put.body["Status"], "SUCCESS", "{}", put.body);
+    assert_eq!(put.body["PhysicalResourceId"], "db-setup-DbSetup");
+    assert_eq!(put.body["Data"]["Applied"], "0");
+    assert_eq!(put.body["Data"]["UsersRotated"], "0");
+    assert_eq!(
+        d.user_secret(0).await["password"],
+        rw_password,
+        "no rotation on a plain deploy"
+    );
+
+    // Delete: SUCCESS, and nothing is dropped.
+    let (_, put) = d.request("Delete", props()).await;
+    assert_eq!(put.body["Status"], "SUCCESS");
+    assert_eq!(put.body["PhysicalResourceId"], "db-setup-DbSetup");
+    assert_eq!(d.db.history().await.len(), embedded_count());
+    assert!(d.db.table_exists("tenants").await);
+    assert!(
+        d.logs_in(&d.users[0].0, rw_password.as_str().unwrap())
+            .await,
+        "roles and passwords are kept"
+    );
+    d.scan().await;
+}
+
+#[tokio::test]
+async fn provider_mode_returns_the_result_and_never_puts() {
+    let d = Deployment::new(Setup {
+        users: &[("rw", "readwrite")],
+        env: vec![("DB_SETUP_RESPONSE_MODE", "provider".into())],
+        ..Setup::new("provider")
+    })
+    .await;
+    let url = d.receiver.url();
+    let ok = d.invoke(&cfn_event("Create", &url, props())).await;
+    assert_eq!(ok.response()["PhysicalResourceId"], "db-setup-DbSetup");
+    assert_eq!(
+        ok.response()["Data"]["Applied"],
+        embedded_count().to_string()
+    );
+    let mut update = cfn_event("Update", &url, props());
+    update["PhysicalResourceId"] = json!("kept-id");
+    assert_eq!(
+        d.invoke(&update).await.response()["PhysicalResourceId"],
+        "kept-id"
+    );
+    assert_eq!(
+        d.invoke(&cfn_event("Delete", &url, props()))
+            .await
+            .response()["PhysicalResourceId"],
+        "db-setup-DbSetup"
+    );
+
+    // A failure is an error of the invocation (the framework sends FAILED).
+    let mut bad = cfn_event("Update", &url, json!({"TargetMigration": "999_nope"}));
+    bad["PhysicalResourceId"] = json!("kept-id");
+    let err = d.invoke(&bad).await;
+    assert_eq!(err.error()["errorType"], "MigrationError");
+    assert!(
+        err.error()["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("no migration named 999_nope")
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(d.receiver.all().is_empty(), "provider mode never PUTs");
+    d.scan().await;
+}
+
+#[tokio::test]
+async fn a_retried_create_is_safe() {
+    let d = Deployment::new(Setup {
+        users: &[("rw", "readwrite")],
+        ..Setup::new("retry")
+    })
+    .await;
+    let event = cfn_event("Create", "", props());
+    let (_, first) = d.request_event(event.clone()).await;
+    let password = d.user_secret(0).await["password"].clone();
+    let (_, second) = d.request_event(event).await;
+    assert_eq!(first.body["Status"], "SUCCESS");
+    assert_eq!(second.body["Status"], "SUCCESS");
+    assert_eq!(
+        first.body["PhysicalResourceId"],
+        second.body["PhysicalResourceId"]
+    );
+    assert_eq!(second.body["Data"]["Applied"], "0");
+    assert_eq!(
+        d.db.history().await.len(),
+        embedded_count(),
+        "each migration once"
+    );
+    assert_eq!(d.user_secret(0).await["password"], password);
+    d.scan().await;
+}
+
+#[tokio::test]
+async fn a_failed_create_answers_failed_and_its_delete_succeeds() {
+    let d = Deployment::new(Setup {
+        env: vec![(
+            "DB_SETUP_ADMIN_SECRET_ID",
+            "db-setup-test/does-not-exist".into(),
+        )],
+        ..Setup::new("failcreate")
+    })
+    .await;
+    let (outcome, put) = d.request("Create", props()).await;
+    assert_eq!(put.body["Status"], "FAILED");
+    let reason = put.body["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("secret db-setup-test/does-not-exist was not found"),
+        "{reason}"
+    );
+    assert!(
+        outcome.response()["Status"] == "FAILED",
+        "delivered: the invocation itself succeeds (no Lambda retry)"
+    );
+    let mut delete = cfn_event("Delete", "", props());
+    delete["PhysicalResourceId"] = put.body["PhysicalResourceId"].clone();
+    let (_, put) = d.request_event(delete).await;
+    assert_eq!(put.body["Status"], "SUCCESS");
+    assert!(
+        d.db.query("SELECT to_regclass('public.pgmigrations') IS NULL")
+            .await
+            == ["t"]
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_configuration_still_answers_with_every_problem() {
+    let d = Deployment::new(Setup {
+        env: vec![
+            ("DB_SETUP_ADMIN_SECRET_ID", String::new()),
+            ("DB_SETUP_LOCK_WAIT", "soon".into()),
+            (
+                "DB_SETUP_USERS",
+                "[{\"username\": \"Bad-Name\", \"role\": \"readwrite\", \"secretId\": \"x\"}]"
+                    .into(),
+            ),
+        ],
+        ..Setup::new("badconfig")
+    })
+    .await;
+    let (_, put) = d.request("Create", props()).await;
+    assert_eq!(put.body["Status"], "FAILED");
+    let reason = put.body["Reason"].as_str().unwrap();
+    for needle in [
+        "DB_SETUP_ADMIN_SECRET_ID is required",
+        "DB_SETUP_LOCK_WAIT: `soon` is not a duration",
+        "`Bad-Name` is not a safe role name",
+    ] {
+        assert!(reason.contains(needle), "{needle} not in {reason}");
+    }
+    let status = d.invoke(&json!({"action": "status"})).await;
+    assert_eq!(status.error()["errorType"], "ConfigurationError");
+}
+
+#[tokio::test]
+async fn an_update_built_for_other_migrations_is_a_rollback_and_runs_nothing() {
+    let d = Deployment::new(Setup::new("rollback")).await;
+    d.request("Create", props()).await;
+    // New code, old template: another MigrationsHash.
+    let (_, put) = d.request("Update", json!({"MigrationsHash": "0ld"})).await;
+    assert_eq!(put.body["Status"], "SUCCESS");
+    assert!(
+        put.body["Data"]["Message"]
+            .as_str()
+            .unwrap()
+            .contains("a rollback")
+    );
+
+    // Old code after newer migrations: the database is ahead.
+    d.db.query("INSERT INTO pgmigrations (name, run_on) VALUES ('999_from_newer_code', NOW())")
+        .await;
+    let (_, put) = d.request("Update", props()).await;
+    assert_eq!(put.body["Status"], "SUCCESS", "{}", put.body);
+    assert!(
+        put.body["Data"]["Message"]
+            .as_str()
+            .unwrap()
+            .contains("the database is ahead")
+    );
+    // The same state on Create (not a rollback) is an error.
+    let (_, put) = d.request("Create", props()).await;
+    assert_eq!(put.body["Status"], "FAILED");
+    assert!(
+        put.body["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("999_from_newer_code")
+    );
+}
+
+#[tokio::test]
+async fn an_rds_like_admin_without_superuser_works() {
+    // On RDS the master user is not a superuser: CREATEROLE, owner of the
+    // database; pgvector is installed by rds_superuser (here: the test superuser).
+    let seed = Deployment::new(Setup::new("rdsadmin_seed")).await;
+    let admin = format!("{}_master", seed.role_prefix);
+    let password = format!("master-{}", secret_name("pw").replace(['/', '-'], "x"));
+    seed.db
+        .query(&format!(
+            "CREATE ROLE {admin} LOGIN CREATEROLE PASSWORD '{password}'; ALTER DATABASE {} OWNER TO {admin}; \
+             ALTER SCHEMA public OWNER TO {admin}; \
+             CREATE EXTENSION vector",
+            seed.db.name
+        ))
+        .await;
+    let d = Deployment::new(Setup {
+        users: &[("rw", "readwrite"), ("tc", "tablecreator")],
+        admin: Some(json!({
+            "username": admin,
+            "password": password,
+        })),
+        env: vec![
+            ("DB_SETUP_DB_HOST", common::env("DB_SETUP_TEST_PG_HOST")),
+            ("DB_SETUP_DB_PORT", common::env("DB_SETUP_TEST_PG_PORT")),
+            ("DB_SETUP_DB_NAME", seed.db.name.clone()),
+        ],
+        ..Setup::new("rdsadmin")
+    })
+    .await;
+    let (_, put) = d.request("Create", props()).await;
+    assert_eq!(put.body["Status"], "SUCCESS", "{}", put.body);
+    // The readwrite user can write a table the admin's migrations created,
+    // and cannot write the migration history.
+    let rw = d.user_secret(0).await;
+    let target = db_setup::db::Target {
+        user: d.users[0].0.clone(),
+        password: db_setup::secret::SecretString::new(rw["password"].as_str().unwrap()),
+        ..common::admin_target(&seed.db.name)
+    };
+    let c = db_setup::db::connect(&target, &common::plain(), &Default::default())
+        .await
+        .unwrap();
+    c.client()
+        .simple_query("INSERT INTO tenants (name, domain) VALUES ('t', 'rw.example')")
+        .await
+        .unwrap();
+    let err = common::db_message(
+        &c.client()
+            .simple_query("DELETE FROM pgmigrations")
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        err.contains("permission denied for table pgmigrations"),
+        "{err}"
+    );
+    let err = common::db_message(
+        &c.client()
+            .simple_query("CREATE TABLE rw_made (id int)")
+            .await
+            .unwrap_err(),
+    );
+    assert!(err.contains("permission denied for schema public"), "{err}");
+    // tablecreator may create tables.
+    let tc = d.user_secret(1).await;
+    let target = db_setup::db::Target {
+        user: d.users[1].0.clone(),
+        password: db_setup::secret::SecretString::new(tc["password"].as_str().unwrap()),
+        ..common::admin_target(&seed.db.name)
+    };
+    let c = db_setup::db::connect(&target, &common::plain(), &Default::default())
+        .await
+        .unwrap();
+    c.client()
+        .simple_query("CREATE TABLE tc_made (id int)")
+        .await
+        .unwrap();
+    d.scan().await;
+}
+
+#[tokio::test]
+async fn manual_actions_report_in_json() {
+    let d = Deployment::new(Setup {
+        users: &[("rw", "readwrite")],
+        ..Setup::new("actions")
+    })
+    .await;
+    let status = d.invoke(&json!({"action": "status"})).await;
+    assert_eq!(status.response()["history_table"], "missing");
+    assert_eq!(
+        status.response()["pending"].as_array().unwrap().len(),
+        embedded_count()
+    );
+
+    let plan = d
+        .invoke(&json!({"action": "plan", "to": "002_educore_tables"}))
+        .await;
+    assert_eq!(
+        plan.response()["would_run"][0]["migrations"],
+        json!(["001_extensions", "002_educore_tables"])
+    );
+    assert_eq!(
+        plan.response()["held_back"].as_array().unwrap().len(),
+        embedded_count() - 2
+    );
+
+    let partial = d
+        .invoke(&json!({"action": "migrate", "to": "002_educore_tables", "mode": "each"}))
+        .await;
+    assert_eq!(partial.response()["applied"].as_array().unwrap().len(), 2);
+    assert_eq!(partial.response()["mode"], "each");
+    let rest = d.invoke(&json!({"action": "migrate"})).await;
+    assert_eq!(
+        rest.response()["applied"].as_array().unwrap().len(),
+        embedded_count() - 2
+    );
+
+    let status = d.invoke(&json!({"action": "status"})).await;
+    assert_eq!(status.response()["history_table"], "tracked");
+    assert!(status.response()["applied"][0]["run_on"].as_str().is_some());
+    assert!(status.response()["pending"].as_array().unwrap().is_empty());
+    assert!(status.response()["lock_holder"].is_null());
+
+    let verify = d.invoke(&json!({"action": "verify"})).await;
+    assert_eq!(verify.response()["ok"], true, "{}", verify.response());
+
+    let users = d.invoke(&json!({"action": "users"})).await;
+    assert_eq!(users.response()["users"][0]["logs_in"], false);
+    assert!(
+        users.response()["users"][0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("deploy (Create/Update)")
+    );
+    let ensured = d.invoke(&json!({"action": "users", "ensure": true})).await;
+    assert_eq!(ensured.response()["users"][0]["action"], "rotated");
+    let users = d.invoke(&json!({"action": "users"})).await;
+    assert_eq!(users.response()["users"][0]["logs_in"], true);
+
+    let unknown = d.invoke(&json!({"action": "drop_everything"})).await;
+    assert_eq!(unknown.error()["errorType"], "InvalidEvent");
+    assert!(
+        unknown.error()["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("use status, plan, migrate, verify or users")
+    );
+    d.scan().await;
+}
+
+#[tokio::test]
+async fn a_secret_that_logs_in_is_kept_and_completed_not_rotated() {
+    let d = Deployment::new(Setup {
+        users: &[("rw", "readwrite")],
+        ..Setup::new("keep")
+    })
+    .await;
+    let (user, secret) = d.users[0].clone();
+    // The user already exists with a password its secret holds, in a minimal secret.
+    d.db.query(&format!(
+        "CREATE ROLE {user} LOGIN PASSWORD 'existing-password-123'"
+    ))
+    .await;
+    d.sm.put_secret_value()
+        .secret_id(&secret)
+        .secret_string(json!({"username": user, "password": "existing-password-123"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let (_, put) = d.request("Create", props()).await;
+    assert_eq!(put.body["Data"]["UsersRotated"], "0", "{}", put.body);
+    let s = d.user_secret(0).await;
+    assert_eq!(
+        s["password"], "existing-password-123",
+        "the working password is kept"
+    );
+    assert_eq!(
+        s["masterarn"], d.admin_arn,
+        "the missing RDS fields were added"
+    );
+    assert_eq!(s["engine"], "postgres");
+    d.scan().await;
+}
+
+#[tokio::test]
+async fn a_garbled_admin_secret_fails_without_echoing_it() {
+    let d = Deployment::new(Setup {
+        admin: Some(json!("not-an-object-but-a-secret-string-9f8e7d")),
+        ..Setup::new("garbled")
+    })
+    .await;
+    let (_, put) = d.request("Create", props()).await;
+    assert_eq!(put.body["Status"], "FAILED");
+    let reason = put.body["Reason"].as_str().unwrap();
+    assert!(reason.contains("is JSON but not an object"), "{reason}");
+    // The secret's content appears nowhere: not in the Reason, not in the logs.
+    assert!(!reason.contains("9f8e7d") && !d.function.logs().contains("9f8e7d"));
+}
+
+#[tokio::test]
+async fn invalid_json_payload_is_an_error_and_the_function_keeps_serving() {
+    let d = Deployment::new(Setup::new("badjson")).await;
+    let out = d
+        .runtime
+        .invoke_raw(&b"{not json"[..], Duration::from_secs(30))
+        .await;
+    assert!(matches!(out, Outcome::Error(_)), "{out:?}");
+    let out = d
+        .runtime
+        .invoke_raw(vec![0xff, 0xfe, 0x00], Duration::from_secs(30))
+        .await;
+    assert!(matches!(out, Outcome::Error(_)), "{out:?}");
+    let status = d.invoke(&json!({"action": "status"})).await;
+    assert_eq!(status.response()["history_table"], "missing");
+}
