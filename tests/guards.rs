@@ -4,82 +4,13 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use common::lambda::{Receiver, cfn_event};
+use common::scripted::{Behaviour, epoch_ms, handler};
 use db_setup::config::ResponseMode;
-use db_setup::error::SetupError;
-use db_setup::event::{Action, CfnRequest};
-use db_setup::handler::{Handler, Progress, Setup};
-use db_setup::respond::Responder;
-use serde_json::{Map, Value, json};
-
-#[derive(Clone, Copy)]
-enum Behaviour {
-    Succeed,
-    Hang,
-    Panic,
-}
-
-struct Scripted {
-    behaviour: Behaviour,
-    calls: Arc<AtomicUsize>,
-}
-
-impl Scripted {
-    async fn run(&self, progress: Progress) -> Result<Map<String, Value>, SetupError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        progress.step("waiting for the migration lock");
-        match self.behaviour {
-            Behaviour::Succeed => Ok(Map::from_iter([("Applied".to_string(), json!("1"))])),
-            Behaviour::Hang => {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                Ok(Map::new())
-            }
-            Behaviour::Panic => panic!("a bug in the work"),
-        }
-    }
-}
-
-impl Setup for Scripted {
-    async fn deploy(
-        &self,
-        _request: CfnRequest,
-        progress: Progress,
-    ) -> Result<Map<String, Value>, SetupError> {
-        self.run(progress).await
-    }
-
-    async fn action(&self, _action: Action, progress: Progress) -> Result<Value, SetupError> {
-        self.run(progress).await.map(Value::Object)
-    }
-}
-
-fn handler(behaviour: Behaviour, mode: ResponseMode) -> (Handler<Scripted>, Arc<AtomicUsize>) {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let mut responder = Responder::new().unwrap();
-    responder.first_pause = Duration::from_millis(50);
-    let h = Handler::new(
-        Scripted {
-            behaviour,
-            calls: calls.clone(),
-        },
-        mode,
-        responder,
-        Duration::from_secs(2),
-        Duration::from_secs(300),
-    );
-    (h, calls)
-}
-
-fn epoch_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+use serde_json::json;
 
 #[tokio::test]
 async fn a_hung_work_gets_failed_before_the_deadline() {

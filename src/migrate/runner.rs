@@ -552,7 +552,8 @@ impl<'c> Migrator<'c> {
                 indexes: invalid,
             }));
         }
-        let execution_ms = started.elapsed().as_secs_f64() * 1000.0;
+        // Microsecond precision, like the server-measured values.
+        let execution_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
         self.client
             .simple_query(&history::insert_sql(m, execution_ms))
             .await

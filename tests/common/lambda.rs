@@ -570,6 +570,8 @@ pub struct Deployment {
     pub runtime: RuntimeApi,
     pub receiver: Receiver,
     pub function: Function,
+    env: Vec<(&'static str, String)>,
+    extra: Mutex<Vec<Function>>,
     outcomes: Mutex<Vec<String>>,
 }
 
@@ -578,7 +580,7 @@ pub struct Setup<'a> {
     pub hint: &'a str,
     /// (username suffix, role template)
     pub users: &'a [(&'a str, &'a str)],
-    pub env: Vec<(&'a str, String)>,
+    pub env: Vec<(&'static str, String)>,
     /// The admin secret's JSON; `None` for the test server's superuser.
     pub admin: Option<Value>,
 }
@@ -640,6 +642,8 @@ impl Deployment {
         }
         let function = Function::start(&runtime, &env).await;
         Deployment {
+            env,
+            extra: Mutex::new(Vec::new()),
             db,
             sm,
             admin_secret,
@@ -651,6 +655,31 @@ impl Deployment {
             function,
             outcomes: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Another function process (its own runtime API) with the same
+    /// configuration: another Lambda instance of the same stack.
+    pub async fn another_instance(&self) -> RuntimeApi {
+        let runtime = RuntimeApi::start().await;
+        let function = Function::start(&runtime, &self.env).await;
+        // Owned by the deployment: killed when it is dropped.
+        self.extra.lock().unwrap().push(function);
+        runtime
+    }
+
+    /// Sends a CloudFormation request through `runtime` and waits for its PUT.
+    pub async fn request_via(
+        &self,
+        runtime: &RuntimeApi,
+        request_type: &str,
+        properties: Value,
+    ) -> (Outcome, Put) {
+        let url = self.receiver.url();
+        let event = cfn_event(request_type, &url, properties);
+        let outcome = runtime.invoke(&event, Duration::from_secs(120)).await;
+        self.record(&outcome);
+        let put = self.receiver.wait_for(&url, Duration::from_secs(5)).await;
+        (outcome, put)
     }
 
     fn record(&self, outcome: &Outcome) {

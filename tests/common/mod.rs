@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod lambda;
+pub mod scripted;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+"""The local loop: the function under `cargo lambda watch` against a local
+PostgreSQL 16 + pgvector and a local Secrets Manager (moto), with a small
+receiver standing in for CloudFormation's pre-signed response URL.
+
+  local.py up        start the servers, the secrets and the receiver (state in /tmp/db-setup-local-UID)
+  local.py env       print the function's environment as shell exports (for `cargo lambda watch`)
+  local.py down      stop them
+  local.py demo      the whole flow end to end, in a directory of its own, then stop
+
+Run it with the project's virtualenv Python (the Makefile does): it uses boto3,
+which moto brings.
+"""
+
+import http.server
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVERS = ROOT / "scripts" / "servers.sh"
+# Under /tmp: as root, PostgreSQL runs as `postgres`, which cannot enter a 0700 home.
+LOCAL = Path(tempfile.gettempdir()) / f"db-setup-local-{os.getuid()}"
+RECEIVER_PORT = int(os.environ.get("LOCAL_RECEIVER_PORT", "9002"))
+INVOKE_PORT = int(os.environ.get("LOCAL_INVOKE_PORT", "9009"))
+DBNAME = "app"
+ADMIN_SECRET = "db-setup/local/admin"
+USER_SECRET = "db-setup/local/app_rw"
+USERNAME = "app_rw"
+
+
+def say(text):
+    print(f"\033[1m==> {text}\033[0m" if sys.stdout.isatty() else f"==> {text}", flush=True)
+
+
+def read_env(state):
+    env = {}
+    for line in (state / "env").read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export "):].partition("=")
+            env[key] = value
+    return env
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, what, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    sys.exit(f"{what} did not listen on 127.0.0.1:{port} within {timeout}s")
+
+
+# --- the receiver: records each response PUT as one JSON line -----------------
+
+def serve_receiver(port, log_path, on_put=None):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self):
+            length = int(self.headers.get("Content-Length", "0"))
+            body = self.rfile.read(length)
+            record = {"path": self.path, "content_type": self.headers.get("Content-Type"), "body": body.decode("utf-8", "replace")}
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if on_put:
+                on_put(record)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    return server
+
+
+# --- the environment ------------------------------------------------------------
+
+def start_environment(state, receiver_port):
+    state.mkdir(parents=True, exist_ok=True)
+    subprocess.run([str(SERVERS), "start", str(state), "pg16", "moto"], check=True)
+    env = read_env(state)
+    psql = Path(env["DB_SETUP_TEST_PG_BIN"]) / "psql"
+    subprocess.run([str(psql), "-X", "-q", env["DB_SETUP_TEST_PG_URL"], "-c", f"CREATE DATABASE {DBNAME}"], check=True)
+    import boto3  # from the virtualenv (moto depends on it)
+
+    sm = boto3.client("secretsmanager", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    admin = {"engine": "postgres", "host": env["DB_SETUP_TEST_PG_HOST"], "port": int(env["DB_SETUP_TEST_PG_PORT"]),
+             "dbname": DBNAME, "username": env["DB_SETUP_TEST_PG_USER"], "password": env["DB_SETUP_TEST_PG_PASSWORD"]}
+    sm.create_secret(Name=ADMIN_SECRET, SecretString=json.dumps(admin))
+    # What the CDK stack creates for an application user: a value the database does not know yet.
+    placeholder = {"username": USERNAME, "password": os.urandom(12).hex()}
+    sm.create_secret(Name=USER_SECRET, SecretString=json.dumps(placeholder))
+    function_env = {
+        "DB_SETUP_ADMIN_SECRET_ID": ADMIN_SECRET,
+        "DB_SETUP_USERS": json.dumps([{"username": USERNAME, "role": "readwrite", "secretId": USER_SECRET}]),
+        "DB_SETUP_TLS": "disable",
+        "DB_SETUP_RESPONSE_MODE": "direct",
+        "DB_SETUP_LOG_FORMAT": "text",
+        "AWS_ENDPOINT_URL": env["AWS_ENDPOINT_URL"],
+        "AWS_REGION": env["AWS_REGION"],
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    (state / "lambda.sh").write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in function_env.items()))
+    (state / "receiver.port").write_text(str(receiver_port))
+    return env, function_env, sm
+
+
+def stop_environment(state):
+    pid_file = state / "receiver.pid"
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        except (ProcessLookupError, ValueError):
+            pass
+    if (state / "env").exists():
+        subprocess.run([str(SERVERS), "stop", str(state)], check=False)
+    shutil.rmtree(state, ignore_errors=True)
+
+
+def cmd_up():
+    if (LOCAL / "env").exists():
+        say(f"already up (state in {LOCAL}); `make down` stops it")
+        return
+    start_environment(LOCAL, RECEIVER_PORT)
+    log = subprocess.Popen([sys.executable, __file__, "receiver", str(RECEIVER_PORT), str(LOCAL / "responses.jsonl")],
+                           start_new_session=True)
+    (LOCAL / "receiver.pid").write_text(str(log.pid))
+    wait_port(RECEIVER_PORT, "the response receiver", 10)
+    say(f"up: PostgreSQL + pgvector, moto, response receiver on 127.0.0.1:{RECEIVER_PORT} "
+        f"(responses in {LOCAL / 'responses.jsonl'})")
+
+
+def cmd_env():
+    print((LOCAL / "lambda.sh").read_text(), end="")
+
+
+def cmd_down():
+    stop_environment(LOCAL)
+    say("down")
+
+
+def cmd_receiver(port, log_path):
+    serve_receiver(int(port), log_path).serve_forever()
+
+
+# --- the demo -----------------------------------------------------------------------
+
+def invoke(event, port):
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(event, f)
+    out = subprocess.run(["cargo", "lambda", "invoke", "db-setup", "--invoke-address", "127.0.0.1",
+                          "--invoke-port", str(port), "--data-file", f.name],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    os.unlink(f.name)
+    if out.returncode != 0:
+        sys.exit(f"cargo lambda invoke failed:\n{out.stdout}\n{out.stderr}")
+    return json.loads(out.stdout)
+
+
+def cmd_demo():
+    state = Path(tempfile.mkdtemp(prefix="db-setup-demo-"))
+    os.chmod(state, 0o755)
+    kept_log = ROOT / ".tmp" / "demo-watch.log"
+    kept_log.parent.mkdir(exist_ok=True)
+    watch = None
+    receiver = None
+    try:
+        say("starting PostgreSQL 16 + pgvector and Secrets Manager (moto)")
+        receiver_port, invoke_port = free_port(), free_port()
+        env, function_env, sm = start_environment(state, receiver_port)
+        say(f"admin secret {ADMIN_SECRET} created; application user {USERNAME} has a placeholder secret {USER_SECRET}")
+
+        received = []
+        arrived = threading.Event()
+
+        def on_put(record):
+            received.append(record)
+            arrived.set()
+
+        receiver = serve_receiver(receiver_port, str(state / "responses.jsonl"), on_put)
+        threading.Thread(target=receiver.serve_forever, daemon=True).start()
+
+        say("starting the function under `cargo lambda watch` (it builds on the first invoke)")
+        watch_env = dict(os.environ, **function_env)
+        watch = subprocess.Popen(["cargo", "lambda", "watch", "--invoke-address", "127.0.0.1", "--invoke-port", str(invoke_port)],
+                                 cwd=ROOT, env=watch_env, stdout=open(state / "watch.log", "w"), stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+        wait_port(invoke_port, "cargo lambda watch")
+
+        events = ROOT / "events"
+        for kind in ("create", "update"):
+            event = json.loads((events / f"{kind}.json").read_text())
+            event["ResponseURL"] = f"http://127.0.0.1:{receiver_port}/cloudformation/{kind}"
+            arrived.clear()
+            say(f"CloudFormation sends {event['RequestType']} (events/{kind}.json)")
+            started = time.time()
+            invoke(event, invoke_port)
+            if not arrived.wait(30):
+                sys.exit("no response reached the receiver")
+            body = json.loads(received[-1]["body"])
+            say(f"what CloudFormation received ({time.time() - started:.1f}s, Content-Type {received[-1]['content_type']!r}):")
+            print(json.dumps(body, indent=2))
+            if body.get("Status") != "SUCCESS":
+                sys.exit("the request failed: see the Reason above")
+
+        say(f"the application user logs in with its secret ({USER_SECRET})")
+        secret = json.loads(sm.get_secret_value(SecretId=USER_SECRET, VersionStage="AWSCURRENT")["SecretString"])
+        psql = Path(env["DB_SETUP_TEST_PG_BIN"]) / "psql"
+        login = subprocess.run([str(psql), "-X", "-A", "-t", "-h", secret["host"], "-p", str(secret["port"]),
+                                "-U", secret["username"], "-d", secret["dbname"],
+                                "-c", "SELECT current_user || ' can read ' || count(*) || ' tenant(s)' FROM tenants"],
+                               env=dict(os.environ, PGPASSWORD=secret["password"]), capture_output=True, text=True)
+        if login.returncode != 0:
+            sys.exit(f"the application user could not log in: {login.stderr}")
+        print(f"  {login.stdout.strip()}; its secret holds: {', '.join(sorted(k for k in secret if k != 'password'))} and a password")
+
+        say("troubleshooting: {\"action\": \"verify\"}")
+        report = invoke({"action": "verify"}, invoke_port)
+        print(f"  ok={report['ok']} present={report['present']} missing={report['missing']} different={report['different']}")
+        say(f"done; the function's log is kept in {kept_log.relative_to(ROOT)}")
+    finally:
+        if watch:
+            os.killpg(watch.pid, signal.SIGTERM)
+            watch.wait(timeout=30)
+        if receiver:
+            receiver.shutdown()
+        if (state / "watch.log").exists():
+            shutil.copy(state / "watch.log", kept_log)
+        stop_environment(state)
+
+
+def main():
+    args = sys.argv[1:]
+    commands = {"up": cmd_up, "env": cmd_env, "down": cmd_down, "demo": cmd_demo}
+    if args and args[0] == "receiver" and len(args) == 3:
+        cmd_receiver(args[1], args[2])
+    elif len(args) == 1 and args[0] in commands:
+        commands[args[0]]()
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()

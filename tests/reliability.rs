@@ -1,0 +1,474 @@
+//! The reliability suite: concurrent invocations, faults in the middle of a
+//! migration, and the deadline: FAILED always reaches CloudFormation before
+//! the invocation's deadline, whatever the database does.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::lambda::{
+    Deployment, Receiver, Setup, cfn_event, create_secret, secret_name, secrets_client,
+};
+use common::scripted::epoch_ms;
+use common::{Fixture, TestDb, column};
+use db_setup::config::Config;
+use db_setup::db::{Tls, TlsMode};
+use db_setup::handler::Handler;
+use db_setup::migrate::{MigrateError, MigrationSet, Migrator, RunOptions};
+use db_setup::respond::Responder;
+use db_setup::secrets::SecretsManager;
+use db_setup::setup::LiveSetup;
+use db_setup::verify::Spec;
+use serde_json::{Value, json};
+
+fn props() -> Value {
+    json!({"MigrationsHash": MigrationSet::embedded().unwrap().hash()})
+}
+
+/// Waits up to 2 s for no advisory lock to be held in the database.
+async fn advisory_locks_gone(db: &TestDb) -> bool {
+    for _ in 0..20 {
+        // pg_locks spans the cluster: count this database's only.
+        let sql = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+        if db.query(sql).await == ["0"] {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+// ---- concurrency -------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_concurrent_creates_apply_each_migration_exactly_once() {
+    let d = Deployment::new(Setup {
+        users: &[("rw", "readwrite")],
+        ..Setup::new("conc8")
+    })
+    .await;
+    let mut runtimes = vec![d.runtime.clone()];
+    for _ in 1..8 {
+        runtimes.push(d.another_instance().await);
+    }
+    let requests = runtimes
+        .iter()
+        .map(|rt| d.request_via(rt, "Create", props()));
+    let results = futures_util::future::join_all(requests).await;
+    let mut rotated = 0;
+    for (_, put) in &results {
+        assert_eq!(put.body["Status"], "SUCCESS", "{}", put.body);
+        rotated += put.body["Data"]["UsersRotated"]
+            .as_str()
+            .unwrap()
+            .parse::<u32>()
+            .unwrap();
+    }
+    let applied: u32 = results
+        .iter()
+        .map(|(_, p)| {
+            p.body["Data"]["Applied"]
+                .as_str()
+                .unwrap()
+                .parse::<u32>()
+                .unwrap()
+        })
+        .sum();
+    let set = MigrationSet::embedded().unwrap();
+    assert_eq!(
+        applied as usize,
+        set.migrations().len(),
+        "each migration applied by exactly one invocation"
+    );
+    assert_eq!(
+        rotated, 1,
+        "the password was set once; the others found it working"
+    );
+    let names = d.db.history().await;
+    assert_eq!(names.len(), set.migrations().len());
+    let mut unique = names.clone();
+    unique.dedup();
+    assert_eq!(unique, names, "no migration recorded twice");
+    assert!(advisory_locks_gone(&d.db).await);
+    d.scan().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn while_another_run_holds_the_lock_every_invocation_answers_in_time() {
+    let d = Deployment::new(Setup {
+        env: vec![("DB_SETUP_LOCK_WAIT", "1s".into())],
+        ..Setup::new("conclock")
+    })
+    .await;
+    let holder = d.db.connect().await;
+    holder
+        .client()
+        .simple_query(
+            "SET application_name = 'another-deploy'; SELECT pg_advisory_lock(7241865325823964)",
+        )
+        .await
+        .unwrap();
+    let mut runtimes = vec![d.runtime.clone()];
+    for _ in 1..8 {
+        runtimes.push(d.another_instance().await);
+    }
+    let started = Instant::now();
+    let results = futures_util::future::join_all(
+        runtimes
+            .iter()
+            .map(|rt| d.request_via(rt, "Create", props())),
+    )
+    .await;
+    for (_, put) in &results {
+        assert_eq!(put.body["Status"], "FAILED");
+        let reason = put.body["Reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with("another migration is already running"),
+            "{reason}"
+        );
+        assert!(reason.contains("application 'another-deploy'"), "{reason}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        !d.db.table_exists("tenants").await,
+        "nothing ran beside the holder"
+    );
+    holder
+        .client()
+        .simple_query("SELECT pg_advisory_unlock(7241865325823964)")
+        .await
+        .unwrap();
+    let (_, put) = d.request("Create", props()).await;
+    assert_eq!(put.body["Status"], "SUCCESS", "{}", put.body);
+}
+
+// ---- faults in the middle of a migration ----------------------------------------
+
+#[tokio::test]
+async fn a_backend_killed_mid_migration_leaves_nothing_and_the_next_run_succeeds() {
+    let db = TestDb::new("killed").await;
+    let fx = Fixture::new(&[
+        ("001_a.sql", "CREATE TABLE a (id int);"),
+        (
+            "002_slow.sql",
+            "CREATE TABLE b (id int);\nINSERT INTO b VALUES (1);\nSELECT pg_sleep(30);\nCREATE TABLE c (id int);",
+        ),
+    ]);
+    let conn = db.connect().await;
+    let pid = column(
+        &conn
+            .client()
+            .simple_query("SELECT pg_backend_pid()")
+            .await
+            .unwrap(),
+    )
+    .remove(0);
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        db.query(&format!("SELECT pg_terminate_backend({pid})"))
+            .await
+    };
+    let migrator = Migrator::new(conn.client(), RunOptions::default());
+    let set = fx.set();
+    let (result, killed) = tokio::join!(migrator.migrate(&set), killer);
+    assert_eq!(killed, ["t"]);
+    let failure = match result.unwrap_err() {
+        MigrateError::Migration(f) => f,
+        other => panic!("expected a migration failure, got {other}"),
+    };
+    assert_eq!(failure.migration.as_deref(), Some("002_slow"));
+    assert!(
+        failure.error.code.as_deref() == Some("57P01") || failure.error.code.is_none(),
+        "terminated by an administrator, or the connection lost: {failure}"
+    );
+    // The whole batch is gone: no history, no table from either file; no lock left.
+    assert!(!db.table_exists("pgmigrations").await || db.history().await.is_empty());
+    for t in ["a", "b", "c"] {
+        assert!(!db.table_exists(t).await, "{t} remains");
+    }
+    // The server releases the lock as the terminated backend exits (asynchronously).
+    assert!(
+        advisory_locks_gone(&db).await,
+        "the advisory lock outlived its session"
+    );
+
+    fx.write(
+        "002_slow.sql",
+        "CREATE TABLE b (id int);\nINSERT INTO b VALUES (1);\nCREATE TABLE c (id int);",
+    );
+    let conn = db.connect().await;
+    let report = Migrator::new(conn.client(), RunOptions::default())
+        .migrate(&fx.set())
+        .await
+        .unwrap();
+    assert_eq!(report.applied.len(), 2);
+}
+
+#[tokio::test]
+async fn a_statement_timeout_in_the_middle_of_a_batch_leaves_nothing() {
+    let db = TestDb::new("midtimeout").await;
+    let fx = Fixture::new(&[
+        ("001_a.sql", "CREATE TABLE a (id int);"),
+        (
+            "002_slow.sql",
+            "CREATE TABLE b (id int);\nSELECT pg_sleep(2);",
+        ),
+        ("003_c.sql", "CREATE TABLE c (id int);"),
+    ]);
+    let conn = db.connect().await;
+    let options = RunOptions {
+        statement_timeout: Duration::from_millis(300),
+        ..RunOptions::default()
+    };
+    let err = Migrator::new(conn.client(), options)
+        .migrate(&fx.set())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("57014"), "{err}");
+    for t in ["a", "b", "c"] {
+        assert!(!db.table_exists(t).await, "{t} remains");
+    }
+    let report = Migrator::new(conn.client(), RunOptions::default())
+        .migrate(&fx.set())
+        .await
+        .unwrap();
+    assert_eq!(report.applied.len(), 3);
+}
+
+// ---- the deadline ------------------------------------------------------------------
+
+/// Sends a Create with a deadline `seconds` away and checks FAILED arrived before it.
+async fn failed_before_the_deadline(d: &Deployment, seconds: u64) -> String {
+    let url = d.receiver.url();
+    let deadline = epoch_ms() + seconds * 1000;
+    let event = cfn_event("Create", &url, props());
+    let outcome = d
+        .runtime
+        .invoke_with_deadline(
+            serde_json::to_vec(&event).unwrap(),
+            deadline,
+            Duration::from_secs(seconds + 30),
+        )
+        .await;
+    let put = d.receiver.wait_for(&url, Duration::from_secs(5)).await;
+    assert!(
+        put.at_ms < deadline,
+        "FAILED came {} ms after the deadline",
+        put.at_ms - deadline
+    );
+    assert_eq!(put.body["Status"], "FAILED", "{}", put.body);
+    assert!(put.raw_len <= 4096);
+    assert_eq!(outcome.response()["Status"], "FAILED");
+    put.body["Reason"].as_str().unwrap().to_string()
+}
+
+fn deadline_env() -> Vec<(&'static str, String)> {
+    vec![("DB_SETUP_DEADLINE_MARGIN", "2s".into())]
+}
+
+#[tokio::test]
+async fn an_unreachable_database_gets_failed_before_the_deadline() {
+    // A port nothing listens on, and many attempts: the retries would outlast the deadline.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut env = deadline_env();
+    env.extend([
+        ("DB_SETUP_DB_PORT", port.to_string()),
+        ("DB_SETUP_CONNECT_ATTEMPTS", "50".into()),
+    ]);
+    let d = Deployment::new(Setup {
+        env,
+        ..Setup::new("deadline_refused")
+    })
+    .await;
+    let reason = failed_before_the_deadline(&d, 6).await;
+    assert!(reason.starts_with("timed out after "), "{reason}");
+    assert!(
+        reason.contains(&format!("s while connecting to 127.0.0.1:{port}")),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn a_port_that_accepts_but_never_answers_gets_failed_before_the_deadline() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket); // never read, never answered
+        }
+    });
+    let mut env = deadline_env();
+    env.extend([
+        ("DB_SETUP_DB_PORT", port.to_string()),
+        ("DB_SETUP_CONNECT_TIMEOUT", "60s".into()),
+    ]);
+    let d = Deployment::new(Setup {
+        env,
+        ..Setup::new("deadline_blackhole")
+    })
+    .await;
+    let reason = failed_before_the_deadline(&d, 6).await;
+    assert!(reason.contains("while connecting to"), "{reason}");
+    held.abort();
+}
+
+#[tokio::test]
+async fn a_held_lock_gets_failed_before_the_deadline() {
+    let mut env = deadline_env();
+    env.push(("DB_SETUP_LOCK_WAIT", "10min".into()));
+    let d = Deployment::new(Setup {
+        env,
+        ..Setup::new("deadline_lock")
+    })
+    .await;
+    let holder = d.db.connect().await;
+    holder
+        .client()
+        .simple_query("SELECT pg_advisory_lock(7241865325823964)")
+        .await
+        .unwrap();
+    let reason = failed_before_the_deadline(&d, 6).await;
+    assert!(
+        reason.starts_with("timed out after ") && reason.contains("s while migrating"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn a_statement_stuck_behind_a_table_lock_is_cancelled_and_failed_before_the_deadline() {
+    let mut env = deadline_env();
+    env.extend([
+        ("DB_SETUP_LOCK_TIMEOUT", "0".into()),
+        ("DB_SETUP_STATEMENT_TIMEOUT", "0".into()),
+    ]);
+    let d = Deployment::new(Setup {
+        env,
+        ..Setup::new("deadline_stuck")
+    })
+    .await;
+    // Migrated up to 009; 010 adds foreign keys to user_profiles, which another session locks.
+    let conn = d.db.connect().await;
+    let options = RunOptions {
+        target: Some("009_mued_optimized_indexes".into()),
+        ..RunOptions::default()
+    };
+    Migrator::new(conn.client(), options)
+        .migrate(&MigrationSet::embedded().unwrap())
+        .await
+        .unwrap();
+    let blocker = d.db.connect().await;
+    blocker
+        .client()
+        .simple_query("BEGIN; LOCK TABLE user_profiles IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+
+    let reason = failed_before_the_deadline(&d, 7).await;
+    assert!(
+        reason.starts_with("timed out after ") && reason.contains("s while migrating"),
+        "{reason}"
+    );
+    // The stuck statement was cancelled and the session ended: no waiter, no advisory lock.
+    let mut left = Vec::new();
+    for _ in 0..20 {
+        left = d
+            .db
+            .query("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'db-setup' AND wait_event_type = 'Lock'")
+            .await;
+        if left == ["0"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, ["0"], "the blocked statement is still waiting");
+    assert!(
+        advisory_locks_gone(&d.db).await,
+        "the advisory lock outlived its session"
+    );
+    blocker.client().simple_query("ROLLBACK").await.unwrap();
+    assert!(
+        !d.db
+            .history()
+            .await
+            .contains(&"010_mued_foreign_keys".to_string())
+    );
+}
+
+#[tokio::test]
+async fn a_sleeping_statement_gets_failed_before_the_deadline_and_is_cancelled() {
+    // The real work (LiveSetup) with a migration that sleeps, in-process.
+    let db = TestDb::new("deadline_sleep").await;
+    let sm = secrets_client().await;
+    let admin = secret_name("sleep-admin");
+    let t = db.target();
+    create_secret(
+        &sm,
+        &admin,
+        &json!({"host": t.host, "port": t.port, "dbname": t.dbname, "username": t.user, "password": t.password.expose()}),
+    )
+    .await;
+    let fx = Fixture::new(&[(
+        "001_sleep.sql",
+        "CREATE TABLE slept (id int);\nSELECT pg_sleep(600);",
+    )]);
+    let config = Config::from_env(|k| match k {
+        "DB_SETUP_ADMIN_SECRET_ID" => Some(admin.clone()),
+        "DB_SETUP_TLS" => Some("disable".into()),
+        "DB_SETUP_STATEMENT_TIMEOUT" => Some("0".into()),
+        _ => None,
+    })
+    .unwrap();
+    let setup = LiveSetup::new(
+        config,
+        SecretsManager::new(sm),
+        Tls::new(TlsMode::Disable, None).unwrap(),
+        fx.set(),
+        Spec::default(),
+    );
+    let handler = Handler::new(
+        setup,
+        db_setup::config::ResponseMode::Direct,
+        Responder::new().unwrap(),
+        Duration::from_secs(2),
+        Duration::from_secs(300),
+    );
+    let receiver = Receiver::start().await;
+    let url = receiver.url();
+    let deadline = epoch_ms() + 5_000;
+    handler
+        .handle(cfn_event("Create", &url, json!({})), deadline)
+        .await
+        .unwrap();
+    let put = receiver.wait_for(&url, Duration::from_secs(1)).await;
+    assert!(put.at_ms < deadline);
+    assert_eq!(put.body["Status"], "FAILED");
+    let reason = put.body["Reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("timed out after ") && reason.contains("s while migrating"),
+        "{reason}"
+    );
+    let mut sleeping = Vec::new();
+    for _ in 0..20 {
+        sleeping = db.query("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(600)%' AND pid <> pg_backend_pid()").await;
+        if sleeping == ["0"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        sleeping,
+        ["0"],
+        "the sleeping statement was cancelled on the server"
+    );
+    assert!(!db.table_exists("slept").await);
+}
