@@ -69,7 +69,8 @@ wait_for_port() {
 
 start_pg16() {
   local dir=$1 bin port password
-  bin=$(reachable_pg_bin "$(pgserver_bin)" "$dir")
+  bin=$(pgserver_bin) || exit 1
+  bin=$(reachable_pg_bin "$bin" "$dir") || exit 1
   port=$(free_port)
   password=$(openssl rand -hex 16)
   mkdir -p "$dir/pg16"

@@ -167,6 +167,29 @@ impl SecretsManager {
     }
 }
 
+impl SecretsManager {
+    /// PutSecretValue with an idempotency token, labelled `stage` (or AWSCURRENT).
+    async fn put(
+        &self,
+        id: &str,
+        text: &SecretString,
+        token: &str,
+        stage: Option<&'static str>,
+    ) -> Result<(), SecretsError> {
+        self.call(id, "PutSecretValue", || {
+            self.client
+                .put_secret_value()
+                .secret_id(id)
+                .secret_string(text.expose())
+                .client_request_token(token)
+                .set_version_stages(stage.map(|s| vec![s.to_string()]))
+                .send()
+        })
+        .await
+        .map(|_| ())
+    }
+}
+
 fn classify<E>(id: &str, operation: &'static str, e: SdkError<E>) -> SecretsError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -235,17 +258,7 @@ impl SecretStore for SecretsManager {
         text: &SecretString,
         token: &str,
     ) -> Result<(), SecretsError> {
-        self.call(id, "PutSecretValue", || {
-            self.client
-                .put_secret_value()
-                .secret_id(id)
-                .secret_string(text.expose())
-                .client_request_token(token)
-                .version_stages(AWSPENDING)
-                .send()
-        })
-        .await
-        .map(|_| ())
+        self.put(id, text, token, Some(AWSPENDING)).await
     }
 
     async fn put_current(
@@ -254,16 +267,8 @@ impl SecretStore for SecretsManager {
         text: &SecretString,
         token: &str,
     ) -> Result<(), SecretsError> {
-        self.call(id, "PutSecretValue", || {
-            self.client
-                .put_secret_value()
-                .secret_id(id)
-                .secret_string(text.expose())
-                .client_request_token(token)
-                .send()
-        })
-        .await
-        .map(|_| ())
+        // Without a stage, Secrets Manager makes the new version AWSCURRENT.
+        self.put(id, text, token, None).await
     }
 
     async fn promote(
