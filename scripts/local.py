@@ -142,9 +142,11 @@ def cmd_up():
         say(f"already up (state in {LOCAL}); `make down` stops it")
         return
     start_environment(LOCAL, RECEIVER_PORT)
-    log = subprocess.Popen([sys.executable, __file__, "receiver", str(RECEIVER_PORT), str(LOCAL / "responses.jsonl")],
-                           start_new_session=True)
-    (LOCAL / "receiver.pid").write_text(str(log.pid))
+    # Detached from the terminal and from any pipe the caller reads to its end.
+    with open(LOCAL / "receiver.log", "w") as out:
+        receiver = subprocess.Popen([sys.executable, __file__, "receiver", str(RECEIVER_PORT), str(LOCAL / "responses.jsonl")],
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    (LOCAL / "receiver.pid").write_text(str(receiver.pid))
     wait_port(RECEIVER_PORT, "the response receiver", 10)
     say(f"up: PostgreSQL + pgvector, moto, response receiver on 127.0.0.1:{RECEIVER_PORT} "
         f"(responses in {LOCAL / 'responses.jsonl'})")
