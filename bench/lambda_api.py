@@ -8,7 +8,6 @@ the time from starting the function's process to its first
 """
 
 import json
-import queue
 import threading
 import time
 import urllib.request
@@ -21,7 +20,8 @@ FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:db-setup"
 
 class RuntimeApi:
     def __init__(self):
-        self.events = queue.Queue()
+        self.pending = []  # (request id, payload, deadline ms), handed out in order
+        self.generation = 0  # bumped for each new function process
         self.lock = threading.Lock()
         self.first_next = None  # perf_counter of the first GET .../next
         self.handed_out = {}  # request id -> perf_counter when the event was handed over
@@ -53,18 +53,17 @@ class RuntimeApi:
             def do_GET(self):
                 if self.path != NEXT:
                     return self._reply(404, b"not found")
-                now = time.perf_counter()
                 with api.lock:
                     if api.first_next is None:
-                        api.first_next = now
-                while True:
-                    try:
-                        rid, payload, deadline_ms = api.events.get(timeout=0.5)
-                        break
-                    except queue.Empty:
-                        if api.stopping:
-                            return self._reply(500, b"stopping")
-                with api.lock:
+                        api.first_next = time.perf_counter()
+                    generation = api.generation
+                    # Only a poll of the current process takes an event: a
+                    # poll left over from a stopped process gives up instead.
+                    while not api.pending and api.generation == generation and not api.stopping:
+                        api.done.wait(0.5)
+                    if api.generation != generation or api.stopping:
+                        return self._reply(410, b"gone")
+                    rid, payload, deadline_ms = api.pending.pop(0)
                     api.handed_out[rid] = time.perf_counter()
                 self._reply(200, payload, {
                     "Content-Type": "application/json",
@@ -117,9 +116,14 @@ class RuntimeApi:
         return f"http://127.0.0.1:{self.port}/cfn/{uuid.uuid4().hex}"
 
     def reset_process(self):
+        """Before starting a new function process: polls of the previous one
+        stop waiting, undelivered events are dropped."""
         with self.lock:
+            self.generation += 1
+            self.pending.clear()
             self.first_next = None
             self.init_error = None
+            self.done.notify_all()
 
     def wait_ready(self, timeout):
         end = time.monotonic() + timeout
@@ -136,7 +140,9 @@ class RuntimeApi:
         rid = str(uuid.uuid4())
         deadline_ms = int(time.time() * 1000 + timeout * 1000)
         queued = time.perf_counter()
-        self.events.put((rid, json.dumps(event).encode(), deadline_ms))
+        with self.lock:
+            self.pending.append((rid, json.dumps(event).encode(), deadline_ms))
+            self.done.notify_all()
         url_path = event.get("ResponseURL", "").split(f":{self.port}", 1)[-1] or None
         end = time.monotonic() + timeout
         with self.lock:
@@ -152,7 +158,9 @@ class RuntimeApi:
                 "body": body, "put": put}
 
     def stop(self):
-        self.stopping = True
+        with self.lock:
+            self.stopping = True
+            self.done.notify_all()
         self.server.shutdown()
         self.server.server_close()
 

@@ -96,7 +96,7 @@ class Postgres:
             "listen_addresses": "'127.0.0.1'",
             "port": str(self.port),
             "unix_socket_directories": f"'{self.socket_dir}'",
-            "max_connections": "50",
+            "max_connections": "100",
             "shared_buffers": "128MB",
             # Durable, as a real server: fsync and synchronous_commit stay on.
             "fsync": "on",

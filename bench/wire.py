@@ -275,3 +275,79 @@ def logged_statements(log_text, db):
         elif cur is not None:
             cur[1] += "\n" + line.lstrip("\t")
     return [(k, t) for k, t in entries]
+
+
+class DelayProxy:
+    """A delay line between client and server: every chunk is forwarded
+    `one_way` seconds after it arrived, in order, without holding back the
+    chunks behind it (a pipelined burst is delayed once, not per message),
+    so a request/response round trip costs 2 x one_way more, as a network
+    would. Listens on a free loopback port."""
+
+    def __init__(self, target_port, one_way):
+        self.target_port, self.one_way = target_port, one_way
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self):
+        self.closed = True
+        try:
+            self.listener.close()
+        except OSError:
+            pass
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            for s in (client, server):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for src, dst in ((client, server), (server, client)):
+                self._pipe(src, dst)
+
+    def _pipe(self, src, dst):
+        queue, cond = [], threading.Condition()
+
+        def read():
+            while True:
+                try:
+                    data = src.recv(65536)
+                except OSError:
+                    data = b""
+                with cond:
+                    queue.append((time.monotonic() + self.one_way, data))
+                    cond.notify()
+                if not data:
+                    return
+
+        def write():
+            while True:
+                with cond:
+                    while not queue:
+                        cond.wait()
+                    due, data = queue.pop(0)
+                wait = due - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                try:
+                    if not data:
+                        dst.shutdown(socket.SHUT_WR)
+                        return
+                    dst.sendall(data)
+                except OSError:
+                    return
+
+        threading.Thread(target=read, daemon=True).start()
+        threading.Thread(target=write, daemon=True).start()

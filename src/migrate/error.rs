@@ -33,6 +33,8 @@ pub struct ServerError {
 pub const LOCK_NOT_AVAILABLE: &str = "55P03";
 /// SQLSTATE of a cancelled statement (`statement_timeout`, a cancel request).
 pub const QUERY_CANCELED: &str = "57014";
+/// SQLSTATE of "out of shared memory" (the lock table is full).
+pub const OUT_OF_MEMORY: &str = "53200";
 
 impl ServerError {
     /// Reads a tokio-postgres error.
@@ -183,6 +185,10 @@ impl fmt::Display for MigrationFailure {
                 " The statement ran longer than statement_timeout ({}ms) or was cancelled: raise DB_SETUP_STATEMENT_TIMEOUT, or put `-- db-setup: statement-timeout=<duration>` at the top of the file.",
                 statement_timeout.as_millis()
             ),
+            Some(OUT_OF_MEMORY) => " One transaction took more locks than the server's lock table holds \
+                (each table a migration creates or alters is one): use DB_SETUP_TRANSACTION_MODE=each for this \
+                deploy, or raise max_locks_per_transaction."
+                .into(),
             None => " The database connection was lost; check the database, then deploy again.".into(),
             _ => " Fix the SQL (in a new migration if this one was applied elsewhere) and deploy again.".into(),
         };
@@ -298,6 +304,11 @@ mod tests {
                 .contains("-- db-setup: statement-timeout=<duration>")
         );
         assert!(failure(None).to_string().contains("connection was lost"));
+        assert!(
+            failure(Some(OUT_OF_MEMORY))
+                .to_string()
+                .contains("DB_SETUP_TRANSACTION_MODE=each")
+        );
     }
 
     #[test]
