@@ -107,6 +107,17 @@ impl<S: SecretStore + 'static> LiveSetup<S> {
         Ok(connection)
     }
 
+    /// The database side of the credentials protocol: logins checked with one
+    /// attempt each, passwords set through the admin connection.
+    fn user_db<'a>(&'a self, admin: &'a Admin, client: &'a Client) -> PgUsers<'a> {
+        PgUsers {
+            base: &admin.target,
+            tls: &self.tls,
+            options: self.connect_options(1),
+            admin: client,
+        }
+    }
+
     fn run_options(&self, mode: Option<TransactionMode>, target: Option<String>) -> RunOptions {
         RunOptions {
             mode: mode.unwrap_or(self.config.transaction_mode),
@@ -177,12 +188,7 @@ impl<S: SecretStore + 'static> LiveSetup<S> {
             let _ = client.simple_query("ROLLBACK").await;
             return Err(SetupError::Roles(ServerError::from_pg(e)));
         }
-        let user_db = PgUsers {
-            base: &admin.target,
-            tls: &self.tls,
-            options: self.connect_options(1),
-            admin: client,
-        };
+        let user_db = self.user_db(admin, client);
         let mut reports = Vec::new();
         for user in &self.config.users {
             progress.step(format!("ensuring the credentials of {}", user.username));
@@ -325,12 +331,7 @@ impl<S: SecretStore + 'static> LiveSetup<S> {
                 json!({ "users": reports })
             }
             Action::Users { ensure: false } => {
-                let user_db = PgUsers {
-                    base: &admin.target,
-                    tls: &self.tls,
-                    options: self.connect_options(1),
-                    admin: client,
-                };
+                let user_db = self.user_db(&admin, client);
                 let mut statuses = Vec::new();
                 for user in &self.config.users {
                     progress.step(format!("checking {}", user.username));
