@@ -452,12 +452,18 @@ pub type QueryResult = Result<Vec<SimpleQueryMessage>, tokio_postgres::Error>;
 
 /// Sends `queries` (simple protocol) one after the other without waiting for
 /// each answer, and collects the answers in order: one round trip for all.
+/// Each answer comes with the moment it was taken in; as the server runs the
+/// queries back to back, the gap between two answers is the second query's
+/// execution time.
 ///
 /// tokio-postgres queues a request when its future is first polled, so each
 /// future is polled once, in order, before any is awaited. The server runs
 /// the queries in that order; if one fails, the later ones still run (inside
 /// a transaction they then fail with "current transaction is aborted").
-pub async fn pipeline(client: &Client, queries: &[String]) -> Vec<QueryResult> {
+pub async fn pipeline(
+    client: &Client,
+    queries: &[String],
+) -> Vec<(QueryResult, std::time::Instant)> {
     type Pending<'a> = Pin<Box<dyn Future<Output = QueryResult> + Send + 'a>>;
     let mut futures: Vec<Pending<'_>> = queries
         .iter()
@@ -476,10 +482,11 @@ pub async fn pipeline(client: &Client, queries: &[String]) -> Vec<QueryResult> {
     .await;
     let mut results = Vec::with_capacity(futures.len());
     for (future, ready) in futures.into_iter().zip(early) {
-        results.push(match ready {
+        let result = match ready {
             Some(r) => r,
             None => future.await,
-        });
+        };
+        results.push((result, std::time::Instant::now()));
     }
     results
 }

@@ -184,7 +184,7 @@ impl<S: SecretStore + 'static> LiveSetup<S> {
         queries.extend(roles_script(&ctx, &self.config.users));
         queries.push("COMMIT".into());
         let results = pipeline(client, &queries).await;
-        if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
+        if let Some(e) = results.iter().find_map(|(r, _)| r.as_ref().err()) {
             let _ = client.simple_query("ROLLBACK").await;
             return Err(SetupError::Roles(ServerError::from_pg(e)));
         }

@@ -79,14 +79,22 @@ pub fn insert_measured_sql(m: &Migration) -> String {
     )
 }
 
-/// The history row for a migration whose time was measured by the client
-/// (one run outside a transaction).
-pub fn insert_sql(m: &Migration, execution_ms: f64) -> String {
-    format!(
-        "INSERT INTO {TABLE} (name, run_on, checksum, execution_ms) VALUES ({}, NOW(), {}, {execution_ms})",
-        literal(&m.name),
-        literal(&m.checksum)
-    )
+/// The history rows of migrations whose times were measured by the client
+/// (a no-transaction file; the files of a batch), in one statement: ids
+/// follow the order given, `run_on` is the transaction's `NOW()`.
+pub fn insert_sql(rows: &[(&Migration, f64)]) -> String {
+    let values = rows
+        .iter()
+        .map(|(m, execution_ms)| {
+            format!(
+                "({}, NOW(), {}, {execution_ms})",
+                literal(&m.name),
+                literal(&m.checksum)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("INSERT INTO {TABLE} (name, run_on, checksum, execution_ms) VALUES {values}")
 }
 
 /// Records the checksum of rows node-pg-migrate wrote, without touching
@@ -182,7 +190,14 @@ mod tests {
         assert!(sql.contains("VALUES ('001_a', NOW(), '"), "{sql}");
         assert!(sql.contains(&m.checksum));
         assert!(sql.ends_with("RETURNING execution_ms"));
-        assert!(insert_sql(&m, 12.5).ends_with(", 12.5)"));
+        assert!(insert_sql(&[(&m, 12.5)]).ends_with(", 12.5)"));
+        let n = parse_migration("002_b.sql", b"SELECT 2").unwrap();
+        let many = insert_sql(&[(&m, 1.0), (&n, 2.5)]);
+        assert!(many.contains("('001_a', NOW(), "), "{many}");
+        assert!(
+            many.find("'001_a'") < many.find("'002_b'"),
+            "rows keep the run order: {many}"
+        );
     }
 
     #[test]

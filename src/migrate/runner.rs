@@ -2,9 +2,10 @@
 //! transactions, retries on `lock_timeout`, and the run report.
 //!
 //! Round trips: a no-op run costs three after connecting (lock + table
-//! check, history read, unlock). A run with work adds one for the whole
-//! batch in `batch` mode (every query of it is pipelined), one per
-//! migration in `each` mode, and one per statement of a no-transaction file.
+//! check, history read, unlock). A run with work adds two for a whole batch
+//! in `batch` mode (every migration of it pipelined, then its history rows
+//! and COMMIT), one per migration in `each` mode, and one per statement of a
+//! no-transaction file.
 
 use std::fmt;
 use std::str::FromStr;
@@ -430,10 +431,15 @@ impl<'c> Migrator<'c> {
         }
     }
 
-    /// One transaction: BEGIN, each migration's SQL with its history row in
-    /// the same message, COMMIT; all pipelined in one round trip.
+    /// One transaction, pipelined: BEGIN, each migration's SQL as one query.
+    /// A lone migration carries its history row in the same query (measured
+    /// by the server) and COMMIT follows in the same round trip. Several
+    /// migrations get their rows in one INSERT sent with COMMIT once they all
+    /// succeeded (a second round trip), each timed by the gap between its
+    /// answer and the previous one: the server runs them back to back.
     async fn run_transaction(&self, batch: &[&Migration]) -> Result<Vec<AppliedStep>, StepError> {
         let started = Instant::now();
+        let inline = batch.len() == 1;
         let defaults = (self.options.lock_timeout, self.options.statement_timeout);
         let mut queries = vec![format!(
             "BEGIN; {}",
@@ -449,11 +455,11 @@ impl<'c> Migrator<'c> {
                 queries.push(self.session_timeouts("LOCAL ", timeouts.0, timeouts.1));
                 owner.push(Some(i));
             }
-            queries.push(format!(
-                "{}\n;\n{}",
-                m.sql(),
-                history::insert_measured_sql(m)
-            ));
+            queries.push(if inline {
+                format!("{}\n;\n{}", m.sql(), history::insert_measured_sql(m))
+            } else {
+                m.sql().to_string()
+            });
             owner.push(Some(i));
             migration_query.push(queries.len() - 1);
             if overridden {
@@ -461,49 +467,39 @@ impl<'c> Migrator<'c> {
                 owner.push(Some(i));
             }
         }
-        queries.push("COMMIT".into());
-        owner.push(None);
+        if inline {
+            queries.push("COMMIT".into());
+            owner.push(None);
+        }
 
         let results = pipeline(self.client, &queries).await;
-        let ran_as = match self.options.mode {
-            TransactionMode::Batch => "batch",
-            TransactionMode::Each => "each",
-        };
         if let Some((index, error)) = results
             .iter()
             .enumerate()
-            .find_map(|(i, r)| r.as_ref().err().map(|e| (i, ServerError::from_pg(e))))
+            .find_map(|(i, (r, _))| r.as_ref().err().map(|e| (i, ServerError::from_pg(e))))
         {
-            // The pipelined COMMIT of an aborted transaction rolls it back; this
-            // ROLLBACK only matters if the failure was in BEGIN itself.
-            let _ = self.client.simple_query("ROLLBACK").await;
             let failed = owner.get(index).copied().flatten().map(|i| batch[i]);
-            let (lock_timeout, statement_timeout) = failed
-                .map(|m| self.effective_timeouts(m))
-                .unwrap_or(defaults);
-            return Err(StepError::Failed(Box::new(MigrationFailure {
-                migration: failed.map(|m| m.name.clone()),
-                location: failed
-                    .zip(error.position)
-                    .map(|(m, p)| m.location_of_error(0, p)),
-                statement: None,
-                error,
-                ran_as,
-                rolled_back: batch.iter().map(|m| m.name.clone()).collect(),
-                kept: Vec::new(),
-                invalid_indexes: Vec::new(),
-                attempts: 1,
-                timeouts: (lock_timeout, statement_timeout),
-            })));
+            return Err(self.transaction_failed(batch, failed, error).await);
         }
         let mut steps = Vec::with_capacity(batch.len());
         for (m, &q) in batch.iter().zip(&migration_query) {
-            let execution_ms = results[q]
-                .as_ref()
-                .ok()
-                .and_then(|messages| history::last_value(messages))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0.0);
+            let (answer, answered_at) = &results[q];
+            let execution_ms = if inline {
+                answer
+                    .as_ref()
+                    .ok()
+                    .and_then(|messages| history::last_value(messages))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0.0)
+            } else {
+                let previous = results[q - 1].1;
+                (answered_at
+                    .saturating_duration_since(previous)
+                    .as_secs_f64()
+                    * 1e6)
+                    .round()
+                    / 1e3
+            };
             info!(migration = %m.name, execution_ms, "applied");
             steps.push(AppliedStep {
                 name: m.name.clone(),
@@ -511,12 +507,60 @@ impl<'c> Migrator<'c> {
                 no_transaction: false,
             });
         }
+        if !inline {
+            let rows: Vec<(&Migration, f64)> = batch
+                .iter()
+                .copied()
+                .zip(steps.iter().map(|s| s.execution_ms))
+                .collect();
+            let finish = [history::insert_sql(&rows), "COMMIT".to_string()];
+            if let Some(error) = pipeline(self.client, &finish)
+                .await
+                .iter()
+                .find_map(|(r, _)| r.as_ref().err().map(ServerError::from_pg))
+            {
+                return Err(self.transaction_failed(batch, None, error).await);
+            }
+        }
         info!(
             migrations = batch.len(),
             duration_ms = millis(started.elapsed()),
             "transaction committed"
         );
         Ok(steps)
+    }
+
+    /// Closes a failed transaction (nothing of it remains) and describes the
+    /// failure; `failed` is the migration at fault, `None` for the history
+    /// write or the COMMIT.
+    async fn transaction_failed(
+        &self,
+        batch: &[&Migration],
+        failed: Option<&Migration>,
+        error: ServerError,
+    ) -> StepError {
+        // A pipelined COMMIT already rolled an aborted transaction back; otherwise this does.
+        let _ = self.client.simple_query("ROLLBACK").await;
+        let timeouts = failed
+            .map(|m| self.effective_timeouts(m))
+            .unwrap_or((self.options.lock_timeout, self.options.statement_timeout));
+        StepError::Failed(Box::new(MigrationFailure {
+            migration: failed.map(|m| m.name.clone()),
+            location: failed
+                .zip(error.position)
+                .map(|(m, p)| m.location_of_error(0, p)),
+            statement: None,
+            error,
+            ran_as: match self.options.mode {
+                TransactionMode::Batch => "batch",
+                TransactionMode::Each => "each",
+            },
+            rolled_back: batch.iter().map(|m| m.name.clone()).collect(),
+            kept: Vec::new(),
+            invalid_indexes: Vec::new(),
+            attempts: 1,
+            timeouts,
+        }))
     }
 
     /// A no-transaction migration: each statement on its own (autocommit),
@@ -555,7 +599,7 @@ impl<'c> Migrator<'c> {
         // Microsecond precision, like the server-measured values.
         let execution_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
         self.client
-            .simple_query(&history::insert_sql(m, execution_ms))
+            .simple_query(&history::insert_sql(&[(m, execution_ms)]))
             .await
             .map_err(|e| {
                 StepError::Other(MigrateError::database(

@@ -386,7 +386,12 @@ pub async fn verify(client: &Client, spec: &Spec) -> Result<VerifyReport, tokio_
     ];
     let queries: Vec<String> = CATALOG.iter().map(|q| q.to_string()).collect();
     let mut results = pipeline(client, &queries).await.into_iter();
-    let mut next = || results.next().unwrap_or_else(|| Ok(Vec::new()));
+    let mut next = || {
+        results
+            .next()
+            .map(|(r, _)| r)
+            .unwrap_or_else(|| Ok(Vec::new()))
+    };
     let (extensions, tables, indexes, constraints, enums) =
         (next()?, next()?, next()?, next()?, next()?);
     let mut catalog = Catalog::default();
@@ -456,11 +461,11 @@ pub async fn verify(client: &Client, spec: &Spec) -> Result<VerifyReport, tokio_
             continue;
         }
         let status = match counts.next() {
-            Some((_, Ok(messages))) => match rows(&messages).next().and_then(|r| r.get(0)) {
+            Some((_, (Ok(messages), _))) => match rows(&messages).next().and_then(|r| r.get(0)) {
                 Some("0") | None => (ItemStatus::Missing, None),
                 Some(_) => (ItemStatus::Present, None),
             },
-            Some((_, Err(e))) => (
+            Some((_, (Err(e), _))) => (
                 ItemStatus::Different,
                 Some(ServerError::from_pg(&e).to_string()),
             ),
