@@ -96,8 +96,10 @@ class Connection:
         return connect, work, unanswered
 
 
-class Proxy:
-    """Listens on a free loopback port and forwards to `target_port`."""
+class _Forwarder:
+    """Listens on a free loopback port; each client connection is paired with
+    a new connection to `target_port` (TCP_NODELAY on both) and handed to
+    `_serve(client, server)`."""
 
     def __init__(self, target_port):
         self.target_port = target_port
@@ -106,23 +108,8 @@ class Proxy:
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(64)
         self.port = self.listener.getsockname()[1]
-        self.connections = []
-        self.lock = threading.Lock()
         self.closed = False
-        self.threads = []
-        t = threading.Thread(target=self._accept, daemon=True)
-        t.start()
-
-    def reset(self):
-        self.wait_idle()
-        with self.lock:
-            self.connections = []
-
-    def wait_idle(self, timeout=5.0):
-        end = time.monotonic() + timeout
-        for t in list(self.threads):
-            t.join(max(0.0, end - time.monotonic()))
-        self.threads = [t for t in self.threads if t.is_alive()]
+        threading.Thread(target=self._accept, daemon=True).start()
 
     def close(self):
         self.closed = True
@@ -137,21 +124,48 @@ class Proxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            conn = Connection()
-            with self.lock:
-                self.connections.append(conn)
-            t = threading.Thread(target=self._pump, args=(client, conn), daemon=True)
-            self.threads.append(t)
-            t.start()
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            for sock in (client, server):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._serve(client, server)
 
-    def _pump(self, client, conn):
-        try:
-            server = socket.create_connection(("127.0.0.1", self.target_port))
-        except OSError:
-            client.close()
-            return
-        for s in (client, server):
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def _serve(self, client, server):
+        raise NotImplementedError
+
+
+class Proxy(_Forwarder):
+    """Listens on a free loopback port and forwards to `target_port`."""
+
+    def __init__(self, target_port):
+        self.connections = []
+        self.lock = threading.Lock()
+        self.threads = []
+        super().__init__(target_port)
+
+    def reset(self):
+        self.wait_idle()
+        with self.lock:
+            self.connections = []
+
+    def wait_idle(self, timeout=5.0):
+        end = time.monotonic() + timeout
+        for t in list(self.threads):
+            t.join(max(0.0, end - time.monotonic()))
+        self.threads = [t for t in self.threads if t.is_alive()]
+
+    def _serve(self, client, server):
+        conn = Connection()
+        with self.lock:
+            self.connections.append(conn)
+        t = threading.Thread(target=self._pump, args=(client, server, conn), daemon=True)
+        self.threads.append(t)
+        t.start()
+
+    def _pump(self, client, server, conn):
         cparse, sparse = _Parser(True), _Parser(False)
         peers = {client: server, server: client}
         try:
@@ -277,7 +291,7 @@ def logged_statements(log_text, db):
     return [(k, t) for k, t in entries]
 
 
-class DelayProxy:
+class DelayProxy(_Forwarder):
     """A delay line between client and server: every chunk is forwarded
     `one_way` seconds after it arrived, in order, without holding back the
     chunks behind it (a pipelined burst is delayed once, not per message),
@@ -285,37 +299,12 @@ class DelayProxy:
     would. Listens on a free loopback port."""
 
     def __init__(self, target_port, one_way):
-        self.target_port, self.one_way = target_port, one_way
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.port = self.listener.getsockname()[1]
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.one_way = one_way
+        super().__init__(target_port)
 
-    def close(self):
-        self.closed = True
-        try:
-            self.listener.close()
-        except OSError:
-            pass
-
-    def _accept(self):
-        while not self.closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(("127.0.0.1", self.target_port))
-            except OSError:
-                client.close()
-                continue
-            for s in (client, server):
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            for src, dst in ((client, server), (server, client)):
-                self._pipe(src, dst)
+    def _serve(self, client, server):
+        for src, dst in ((client, server), (server, client)):
+            self._pipe(src, dst)
 
     def _pipe(self, src, dst):
         queue, cond = [], threading.Condition()
