@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::db::TlsMode;
 use crate::duration::parse_duration;
 use crate::migrate::TransactionMode;
-use crate::users::{RoleTemplate, UserSpec};
+use crate::users::{Auth, RoleTemplate, UserSpec};
 
 /// How the function answers a CloudFormation request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -58,8 +58,9 @@ pub struct Config {
     pub db: DbOverrides,
     /// Application users.
     pub users: Vec<UserSpec>,
-    /// Prefix of the group roles.
-    pub role_prefix: String,
+    /// Prefix of the group roles; `None`: derived from the database name
+    /// ([`crate::users::default_prefix`]), so groups are per database.
+    pub role_prefix: Option<String>,
     /// Direct or provider.
     pub response_mode: ResponseMode,
     /// TLS mode.
@@ -172,9 +173,9 @@ impl Config {
             }),
             dbname: r.raw("DB_SETUP_DB_NAME"),
         };
-        let role_prefix = r.parsed("DB_SETUP_ROLE_PREFIX", "app".to_string(), |v| {
+        let role_prefix = r.parsed("DB_SETUP_ROLE_PREFIX", None, |v| {
             crate::users::check_identifier(v)
-                .map(|()| v.to_string())
+                .map(|()| Some(v.to_string()))
                 .map_err(|e| e.to_string())
         });
         let users = r.parsed("DB_SETUP_USERS", Vec::new(), parse_users);
@@ -233,7 +234,8 @@ impl Config {
     }
 }
 
-/// Reads `DB_SETUP_USERS`: `[{"username": ..., "role": ..., "secretId": ...}]`.
+/// Reads `DB_SETUP_USERS`: `[{"username": ..., "role": ..., "secretId": ...}]`,
+/// with optional `"auth": "iam"` (no `secretId` then) and `"adopt": true`.
 pub fn parse_users(text: &str) -> Result<Vec<UserSpec>, String> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
         format!(
@@ -246,37 +248,20 @@ pub fn parse_users(text: &str) -> Result<Vec<UserSpec>, String> {
     let mut users = Vec::new();
     let mut problems = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        let field = |name: &str| {
-            item.get(name)
-                .and_then(|v| v.as_str())
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-        };
-        let (Some(username), Some(role), Some(secret_id)) =
-            (field("username"), field("role"), field("secretId"))
-        else {
-            problems.push(format!(
-                "user {} needs string fields username, role and secretId",
-                i + 1
-            ));
-            continue;
-        };
-        if let Err(e) = crate::users::check_identifier(username) {
-            problems.push(format!("user {}: {e}", i + 1));
-            continue;
-        }
-        match role.parse::<RoleTemplate>() {
-            Ok(role) => users.push(UserSpec {
-                username: username.to_string(),
-                role,
-                secret_id: secret_id.to_string(),
-            }),
-            Err(e) => problems.push(format!("user {} ({username}): {e}", i + 1)),
+        match parse_user(item) {
+            Ok(user) => users.push(user),
+            Err(e) => problems.push(format!("user {}{e}", i + 1)),
         }
     }
     for (i, u) in users.iter().enumerate() {
         if users[..i].iter().any(|o| o.username == u.username) {
             problems.push(format!("user {} appears twice", u.username));
+        }
+        if users.iter().any(|o| o.clone_name() == u.username) {
+            problems.push(format!(
+                "user {} is the rotation clone of another configured user: choose another name",
+                u.username
+            ));
         }
     }
     if problems.is_empty() {
@@ -284,6 +269,57 @@ pub fn parse_users(text: &str) -> Result<Vec<UserSpec>, String> {
     } else {
         Err(problems.join(", "))
     }
+}
+
+/// One entry of `DB_SETUP_USERS`; the error starts with what follows "user N".
+fn parse_user(item: &serde_json::Value) -> Result<UserSpec, String> {
+    let field = |name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_str())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let (Some(username), Some(role)) = (field("username"), field("role")) else {
+        return Err(
+            " needs string fields username, role and secretId (or \"auth\": \"iam\")".into(),
+        );
+    };
+    crate::users::check_identifier(username).map_err(|e| format!(": {e}"))?;
+    let role = role
+        .parse::<RoleTemplate>()
+        .map_err(|e| format!(" ({username}): {e}"))?;
+    let auth = match (field("auth").unwrap_or("password"), field("secretId")) {
+        ("password", Some(secret_id)) => Auth::Password {
+            secret_id: secret_id.to_string(),
+        },
+        ("password", None) => {
+            return Err(format!(
+                " ({username}) needs string fields username, role and secretId (or \"auth\": \"iam\")"
+            ));
+        }
+        ("iam", None) => Auth::Iam,
+        ("iam", Some(_)) => {
+            return Err(format!(
+                " ({username}): an IAM user has no password, so no secretId: remove it, or remove \"auth\": \"iam\""
+            ));
+        }
+        (other, _) => {
+            return Err(format!(
+                " ({username}): `{other}` is not an auth method: write password or iam"
+            ));
+        }
+    };
+    let adopt = match item.get("adopt") {
+        None | Some(serde_json::Value::Null) => false,
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(_) => return Err(format!(" ({username}): adopt must be true or false")),
+    };
+    Ok(UserSpec {
+        username: username.to_string(),
+        role,
+        auth,
+        adopt,
+    })
 }
 
 #[cfg(test)]
@@ -310,7 +346,7 @@ mod tests {
         assert_eq!(c.lock_timeout, Duration::from_secs(5));
         assert_eq!(c.statement_timeout, Duration::from_secs(300));
         assert_eq!(c.deadline_margin, Duration::from_secs(10));
-        assert_eq!(c.role_prefix, "app");
+        assert_eq!(c.role_prefix, None);
         assert!(c.users.is_empty());
         assert!(!c.json_logs);
     }
@@ -368,6 +404,36 @@ mod tests {
         )
         .unwrap_err()
         .contains("appears twice"));
+    }
+
+    #[test]
+    fn iam_users_and_adopt_are_read_and_checked() {
+        let users = parse_users(
+            r#"[{"username": "app_rw", "role": "readwrite", "secretId": "s", "adopt": true},
+                {"username": "app_iam", "role": "readonly", "auth": "iam"}]"#,
+        )
+        .unwrap();
+        assert!(users[0].adopt);
+        assert_eq!(users[0].secret_id(), Some("s"));
+        assert_eq!(users[1].auth, Auth::Iam);
+        assert!(!users[1].adopt);
+        let err = |text: &str| parse_users(text).unwrap_err();
+        assert!(
+            err(r#"[{"username": "x", "role": "readonly", "auth": "iam", "secretId": "s"}]"#)
+                .contains("an IAM user has no password, so no secretId")
+        );
+        assert!(
+            err(r#"[{"username": "x", "role": "readonly", "auth": "kerberos", "secretId": "s"}]"#)
+                .contains("`kerberos` is not an auth method")
+        );
+        assert!(
+            err(r#"[{"username": "x", "role": "readonly", "secretId": "s", "adopt": "yes"}]"#)
+                .contains("adopt must be true or false")
+        );
+        assert!(
+            err(r#"[{"username": "x", "role": "readonly", "secretId": "s"}, {"username": "x_clone", "role": "readonly", "secretId": "t"}]"#)
+                .contains("x_clone is the rotation clone")
+        );
     }
 
     #[test]

@@ -219,11 +219,25 @@ pub enum ConnectError {
         /// The TLS error.
         message: String,
     },
-    /// The server refused the credentials.
+    /// The server says the password is wrong (SQLSTATE 28P01).
     #[error(
         "PostgreSQL at {endpoint} refused the login of {user}: {message}; check the credentials in the secret"
     )]
     Auth {
+        /// host:port/db
+        endpoint: String,
+        /// The role.
+        user: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The server refused the login for a reason other than the password
+    /// (SQLSTATE 28000: no pg_hba.conf entry, a reject rule, a role without
+    /// LOGIN, a member of `rds_iam` using a password).
+    #[error(
+        "PostgreSQL at {endpoint} refused the login of {user} for a reason other than the password: {message}; check pg_hba.conf (or the instance's authentication rules), the role's LOGIN attribute and its rds_iam membership"
+    )]
+    LoginRefused {
         /// host:port/db
         endpoint: String,
         /// The role.
@@ -242,7 +256,8 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
-    /// True when the credentials were refused (the password is wrong).
+    /// True when the server says the password is wrong (SQLSTATE 28P01
+    /// only: other refusals are not about the password).
     pub fn is_auth(&self) -> bool {
         matches!(self, ConnectError::Auth { .. })
     }
@@ -419,8 +434,14 @@ fn classify(endpoint: &str, user: &str, e: &tokio_postgres::Error) -> ConnectErr
     if let Some(db) = e.as_db_error() {
         let code = db.code().code();
         let message = db.message().to_string();
-        return if code == "28P01" || code == "28000" {
+        return if code == "28P01" {
             ConnectError::Auth {
+                endpoint: endpoint.into(),
+                user: user.into(),
+                message,
+            }
+        } else if code == "28000" {
+            ConnectError::LoginRefused {
                 endpoint: endpoint.into(),
                 user: user.into(),
                 message,

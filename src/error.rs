@@ -8,7 +8,7 @@ use crate::config::ConfigError;
 use crate::db::{ConnectError, TlsSetupError};
 use crate::migrate::{MigrateError, ServerError};
 use crate::secrets::{SecretFormatError, SecretsError};
-use crate::users::credentials::CredentialError;
+use crate::users::apply::UsersError;
 use crate::verify::SpecError;
 
 /// Why a request failed.
@@ -40,12 +40,9 @@ pub enum SetupError {
     /// Migrations did not complete.
     #[error("{0}")]
     Migrate(#[from] MigrateError),
-    /// The role DDL failed.
-    #[error("creating the application roles failed: {0}; nothing of it was kept")]
-    Roles(ServerError),
-    /// A user's credentials step failed.
+    /// The users step failed (roles, ownership, credentials).
     #[error("{0}")]
-    Credentials(#[from] CredentialError),
+    Users(#[from] UsersError),
     /// The verification list is invalid (a build defect).
     #[error("{0}")]
     Spec(#[from] SpecError),
@@ -97,7 +94,8 @@ impl SetupError {
             SetupError::Connect(_) => "DatabaseConnectionError",
             SetupError::Migrate(MigrateError::LockTimeout { .. }) => "MigrationLockHeld",
             SetupError::Migrate(_) => "MigrationError",
-            SetupError::Roles(_) | SetupError::Credentials(_) => "UsersError",
+            SetupError::Users(UsersError::RoleLockTimeout { .. }) => "RoleLockHeld",
+            SetupError::Users(_) => "UsersError",
             SetupError::Spec(_) | SetupError::Database { .. } => "DatabaseError",
             SetupError::Timeout { .. } => "Timeout",
             SetupError::Panic { .. } => "InternalError",

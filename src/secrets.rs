@@ -116,6 +116,14 @@ pub trait SecretStore: Send + Sync {
         version: &str,
         from: Option<&str>,
     ) -> impl Future<Output = Result<(), SecretsError>> + Send;
+    /// Removes AWSPENDING from `version` (a refused new password: a version
+    /// left AWSPENDING would make a later RotateSecret think a rotation is
+    /// still in progress).
+    fn unstage_pending(
+        &self,
+        id: &str,
+        version: &str,
+    ) -> impl Future<Output = Result<(), SecretsError>> + Send;
 }
 
 /// Secrets Manager through the AWS SDK (the client is built once in `main`).
@@ -290,6 +298,10 @@ impl SecretStore for SecretsManager {
             req.send()
         })
         .await?;
+        self.unstage_pending(id, version).await
+    }
+
+    async fn unstage_pending(&self, id: &str, version: &str) -> Result<(), SecretsError> {
         self.call(id, "UpdateSecretVersionStage", || {
             self.client
                 .update_secret_version_stage()

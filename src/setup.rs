@@ -6,17 +6,17 @@ use tokio_postgres::Client;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::db::{self, ConnectOptions, Connection, Target, Tls, pipeline};
+use crate::db::{self, ConnectOptions, Connection, Target, Tls};
 use crate::error::SetupError;
 use crate::event::{Action, CfnRequest, RequestType};
 use crate::handler::{Progress, Setup};
 use crate::migrate::{
-    MigrateError, MigrationSet, Migrator, RunOptions, ServerError, TransactionMode, lock,
+    MigrateError, MigrationSet, Migrator, RunOptions, ServerError, TransactionMode,
 };
-use crate::secrets::{AWSCURRENT, SecretStore, SecretsError, UserSecretFields, parse_rds_secret};
-use crate::users::credentials::{self, CredentialAction, CredentialReport};
+use crate::secrets::{AWSCURRENT, SecretStore, SecretsError, parse_rds_secret};
+use crate::users::apply::{self, Site, UserOutcome};
+use crate::users::credentials;
 use crate::users::database::PgUsers;
-use crate::users::roles::{RoleContext, roles_script};
 use crate::verify::{self, Spec};
 
 /// The admin connection's target and the admin secret's ARN.
@@ -130,78 +130,33 @@ impl<S: SecretStore + 'static> LiveSetup<S> {
         }
     }
 
-    /// The users step: roles in one transaction, then each user's
-    /// credentials, all under the role lock (role DDL is serialized).
+    /// The users step (roles, then credentials), under the role lock.
     async fn ensure_users(
         &self,
         client: &Client,
         admin: &Admin,
         progress: &Progress,
-    ) -> Result<Vec<CredentialReport>, SetupError> {
-        if self.config.users.is_empty() {
-            return Ok(Vec::new());
-        }
-        progress.step("waiting for the role lock");
-        let database = |step| {
-            move |e: tokio_postgres::Error| SetupError::Database {
-                step,
-                error: ServerError::from_pg(&e),
-            }
+    ) -> Result<Vec<UserOutcome>, SetupError> {
+        let prefix = apply::prefix(self.config.role_prefix.as_deref(), &admin.target.dbname)?;
+        let site = Site {
+            database: &admin.target.dbname,
+            host: &admin.target.host,
+            port: admin.target.port,
+            admin: &admin.target.user,
+            admin_secret_arn: &admin.secret_arn,
+            prefix: &prefix,
         };
-        match lock::acquire(client, lock::ROLE_KEY, self.config.lock_wait)
-            .await
-            .map_err(database("taking the role lock"))?
-        {
-            lock::Polled::Taken((), _) => {}
-            lock::Polled::TimedOut(waited) => {
-                return Err(SetupError::Migrate(MigrateError::LockTimeout {
-                    waited,
-                    holder: lock::holder(client, lock::ROLE_KEY).await.ok().flatten(),
-                }));
-            }
-        }
-        let result = self.ensure_users_locked(client, admin, progress).await;
-        if let Err(e) = lock::release(client, lock::ROLE_KEY).await {
-            warn!(error = %e, "could not release the role lock; the server releases it when the session ends");
-        }
-        result
-    }
-
-    async fn ensure_users_locked(
-        &self,
-        client: &Client,
-        admin: &Admin,
-        progress: &Progress,
-    ) -> Result<Vec<CredentialReport>, SetupError> {
-        progress.step("creating the application roles");
-        let ctx = RoleContext {
-            prefix: &self.config.role_prefix,
-            dbname: &admin.target.dbname,
-            schema: "public",
-            owner: &admin.target.user,
-        };
-        let mut queries = vec!["BEGIN".to_string()];
-        queries.extend(roles_script(&ctx, &self.config.users));
-        queries.push("COMMIT".into());
-        let results = pipeline(client, &queries).await;
-        if let Some(e) = results.iter().find_map(|(r, _)| r.as_ref().err()) {
-            let _ = client.simple_query("ROLLBACK").await;
-            return Err(SetupError::Roles(ServerError::from_pg(e)));
-        }
-        let user_db = self.user_db(admin, client);
-        let mut reports = Vec::new();
-        for user in &self.config.users {
-            progress.step(format!("ensuring the credentials of {}", user.username));
-            let fields = UserSecretFields {
-                host: admin.target.host.clone(),
-                port: admin.target.port,
-                dbname: admin.target.dbname.clone(),
-                username: user.username.clone(),
-                masterarn: admin.secret_arn.clone(),
-            };
-            reports.push(credentials::ensure(&self.secrets, &user_db, user, &fields).await?);
-        }
-        Ok(reports)
+        let step = |s: String| progress.step(s);
+        Ok(apply::ensure(
+            client,
+            &self.secrets,
+            &self.user_db(admin, client),
+            &site,
+            &self.config.users,
+            self.config.lock_wait,
+            &step,
+        )
+        .await?)
     }
 
     /// Create/Update. On an Update that carries another set's MigrationsHash
@@ -269,10 +224,7 @@ impl<S: SecretStore + 'static> LiveSetup<S> {
             let reports = self
                 .ensure_users(connection.client(), &admin, &progress)
                 .await?;
-            let rotated = reports
-                .iter()
-                .filter(|r| r.action == CredentialAction::Rotated)
-                .count();
+            let rotated = reports.iter().filter(|r| r.rotated()).count();
             data.insert("Users".into(), json!(reports.len().to_string()));
             data.insert("UsersRotated".into(), json!(rotated.to_string()));
         }
@@ -335,7 +287,13 @@ impl<S: SecretStore + 'static> LiveSetup<S> {
                 let mut statuses = Vec::new();
                 for user in &self.config.users {
                     progress.step(format!("checking {}", user.username));
-                    statuses.push(credentials::status(&self.secrets, &user_db, user).await);
+                    statuses.push(match user.secret_id() {
+                        Some(id) => {
+                            json!(credentials::status(&self.secrets, &user_db, user, id).await)
+                        }
+                        None => json!({"username": user.username, "auth": "iam",
+                                       "problem": null}),
+                    });
                 }
                 json!({ "users": statuses })
             }

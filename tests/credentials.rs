@@ -14,7 +14,7 @@ use db_setup::secret::SecretString;
 use db_setup::secrets::{
     SecretInfo, SecretStore, SecretVersion, SecretsError, SecretsManager, UserSecretFields,
 };
-use db_setup::users::credentials::{self, CredentialAction, UserDb};
+use db_setup::users::credentials::{self, CredentialAction, LoginCheck, UserDb};
 use db_setup::users::database::PgUsers;
 use db_setup::users::{RoleTemplate, UserSpec};
 use serde_json::json;
@@ -112,6 +112,10 @@ impl SecretStore for FaultyStore<'_> {
         }
         self.inner.promote(id, version, from).await
     }
+
+    async fn unstage_pending(&self, id: &str, version: &str) -> Result<(), SecretsError> {
+        self.inner.unstage_pending(id, version).await
+    }
 }
 
 struct FaultyDb<'a> {
@@ -120,18 +124,32 @@ struct FaultyDb<'a> {
 }
 
 impl UserDb for FaultyDb<'_> {
-    async fn can_login(&self, user: &str, password: &SecretString) -> Result<bool, String> {
+    async fn check_login(&self, user: &str, password: &SecretString) -> Result<LoginCheck, String> {
         if self.fault.hit("can_login") {
             return Err("injected fault: connection reset".into());
         }
-        self.inner.can_login(user, password).await
+        self.inner.check_login(user, password).await
     }
 
     async fn set_password(&self, user: &str, verifier: &str) -> Result<(), String> {
         if self.fault.hit("set_password") {
             return Err("injected fault: connection lost".into());
         }
-        self.inner.set_password(user, verifier).await
+        self.inner.set_password(user, verifier).await?;
+        if self.fault.hit("revoke_login_after_alter") {
+            // Something outside db-setup makes the role refuse logins right
+            // after its password changed (a real refusal: SQLSTATE 28000).
+            self.inner
+                .admin
+                .simple_query(&format!("ALTER ROLE {user} NOLOGIN"))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    async fn ensure_clone_membership(&self, user: &str, clone: &str) -> Result<(), String> {
+        self.inner.ensure_clone_membership(user, clone).await
     }
 }
 
@@ -174,11 +192,7 @@ impl World {
                 username: username.clone(),
                 masterarn: "arn:aws:secretsmanager:us-east-1:123456789012:secret:admin".into(),
             },
-            user: UserSpec {
-                username,
-                role: RoleTemplate::ReadWrite,
-                secret_id: secret,
-            },
+            user: UserSpec::password(&username, RoleTemplate::ReadWrite, &secret),
             db,
             store: SecretsManager::new(sm.clone()),
             sm,
@@ -205,10 +219,14 @@ impl World {
             inner: &self.store,
             fault,
         };
-        credentials::ensure(&store, &users, &self.user, &self.fields)
+        credentials::ensure(&store, &users, &self.user, self.secret(), &self.fields)
             .await
             .map(|r| r.action)
             .map_err(|e| e.to_string())
+    }
+
+    fn secret(&self) -> &str {
+        self.user.secret_id().unwrap()
     }
 
     async fn logs_in(&self, password: &str) -> bool {
@@ -230,7 +248,7 @@ impl World {
     }
 
     async fn current_password(&self) -> String {
-        current_value(&self.sm, &self.user.secret_id).await["password"]
+        current_value(&self.sm, self.secret()).await["password"]
             .as_str()
             .unwrap_or("")
             .to_string()
@@ -238,7 +256,7 @@ impl World {
 
     /// Every password a version of the secret holds.
     async fn stored_passwords(&self) -> Vec<String> {
-        common::lambda::all_passwords(&self.sm, std::slice::from_ref(&self.user.secret_id)).await
+        common::lambda::all_passwords(&self.sm, &[self.secret().to_string()]).await
     }
 
     /// The invariant: if the user can log in at all, a stored version holds that password.
@@ -276,7 +294,7 @@ async fn first_deploy_sets_a_password_the_secret_holds() {
         w.ensure(&Fault::none()).await.unwrap(),
         CredentialAction::Rotated
     );
-    let s = current_value(&w.sm, &w.user.secret_id).await;
+    let s = current_value(&w.sm, w.secret()).await;
     assert!(w.logs_in(s["password"].as_str().unwrap()).await);
     for key in ["engine", "host", "port", "dbname", "username", "masterarn"] {
         assert!(s.get(key).is_some(), "{key}");
@@ -388,7 +406,7 @@ async fn an_unreachable_database_is_an_error_never_a_reason_to_rotate() {
         },
         admin: admin.client(),
     };
-    let err = credentials::ensure(&w.store, &users, &w.user, &w.fields)
+    let err = credentials::ensure(&w.store, &users, &w.user, w.secret(), &w.fields)
         .await
         .unwrap_err()
         .to_string();
@@ -404,79 +422,216 @@ async fn an_unreachable_database_is_an_error_never_a_reason_to_rotate() {
     );
 }
 
-/// Reports rotation as enabled (moto enables it only for an existing Lambda
-/// function); everything else is the real secret in moto.
-struct RotationOn<'a>(&'a SecretsManager);
-
-impl SecretStore for RotationOn<'_> {
-    async fn describe(&self, id: &str) -> Result<SecretInfo, SecretsError> {
-        let mut info = self.0.describe(id).await?;
-        info.rotation_enabled = true;
-        Ok(info)
-    }
-    async fn get(&self, id: &str, stage: &str) -> Result<Option<SecretVersion>, SecretsError> {
-        self.0.get(id, stage).await
-    }
-    async fn put_pending(
-        &self,
-        id: &str,
-        text: &SecretString,
-        token: &str,
-    ) -> Result<(), SecretsError> {
-        self.0.put_pending(id, text, token).await
-    }
-    async fn put_current(
-        &self,
-        id: &str,
-        text: &SecretString,
-        token: &str,
-    ) -> Result<(), SecretsError> {
-        self.0.put_current(id, text, token).await
-    }
-    async fn promote(
-        &self,
-        id: &str,
-        version: &str,
-        from: Option<&str>,
-    ) -> Result<(), SecretsError> {
-        self.0.promote(id, version, from).await
-    }
+/// Turns rotation on in moto the way the API allows without a rotation
+/// function (a schedule; moto makes a copy of the secret the new current).
+async fn enable_rotation(w: &World) {
+    w.sm.rotate_secret()
+        .secret_id(w.secret())
+        .rotation_rules(
+            aws_sdk_secretsmanager::types::RotationRulesType::builder()
+                .automatically_after_days(30)
+                .build(),
+        )
+        .rotate_immediately(false)
+        .send()
+        .await
+        .unwrap();
+    let d =
+        w.sm.describe_secret()
+            .secret_id(w.secret())
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(d.rotation_enabled(), Some(true), "moto turned rotation on");
 }
 
-#[tokio::test]
-async fn a_secret_under_rotation_is_left_to_it() {
-    let w = World::new("cred_rot", None).await;
-    // A rotation function at work: a pending version it created.
+/// createSecret of a rotation function: a new version labelled AWSPENDING.
+async fn put_pending(w: &World, value: serde_json::Value) -> String {
+    // A rotation's ClientRequestToken: 32 to 64 characters.
+    let token = format!(
+        "{:0>40}",
+        common::lambda::secret_name("v").replace('/', "-")
+    );
     w.sm.put_secret_value()
-        .secret_id(&w.user.secret_id)
-        .secret_string(
-            json!({"username": w.user.username, "password": "being-rotated-000"}).to_string(),
-        )
+        .secret_id(w.secret())
+        .secret_string(value.to_string())
+        .client_request_token(&token)
         .version_stages("AWSPENDING")
         .send()
         .await
         .unwrap();
-    let admin = w.db.connect().await;
-    let target = w.db.target();
-    let tls = plain();
-    let users = PgUsers {
-        base: &target,
-        tls: &tls,
-        options: ConnectOptions {
-            attempts: 1,
-            ..Default::default()
-        },
-        admin: admin.client(),
-    };
-    let report = credentials::ensure(&RotationOn(&w.store), &users, &w.user, &w.fields)
-        .await
-        .unwrap();
-    assert_eq!(report.action, CredentialAction::LeftToRotation);
-    assert_eq!(w.stored_passwords().await.len(), 2, "nothing was written");
-    assert!(!w.db_has_password().await, "the database was not touched");
-    // Without rotation the same state is ours to finish: a new password.
+    token
+}
+
+async fn versions(w: &World) -> Vec<(String, Vec<String>)> {
+    let d =
+        w.sm.describe_secret()
+            .secret_id(w.secret())
+            .send()
+            .await
+            .unwrap();
+    let mut v: Vec<(String, Vec<String>)> = d
+        .version_ids_to_stages()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    v.sort();
+    v
+}
+
+async fn rolpassword(w: &World) -> String {
+    w.db.query(&format!(
+        "SELECT coalesce(rolpassword, 'NULL') FROM pg_authid WHERE rolname = '{}'",
+        w.user.username
+    ))
+    .await
+    .remove(0)
+}
+
+#[tokio::test]
+async fn a_rotation_stopped_before_its_last_step_is_finished_when_its_password_works() {
+    // A single-user rotation ran createSecret and setSecret (the database has
+    // the pending password) and died before finishSecret: AWSCURRENT no
+    // longer logs in, AWSPENDING does.
+    let w = World::new("cred_rotfinish", Some("before-rotation-111")).await;
+    enable_rotation(&w).await;
+    put_pending(
+        &w,
+        json!({"username": w.user.username, "password": "after-rotation-222"}),
+    )
+    .await;
+    w.db.query(&format!(
+        "ALTER ROLE {} PASSWORD 'after-rotation-222'",
+        w.user.username
+    ))
+    .await;
+    assert!(!w.logs_in(&w.current_password().await).await);
     assert_eq!(
         w.ensure(&Fault::none()).await.unwrap(),
-        CredentialAction::Rotated
+        CredentialAction::PromotedPending,
+        "the rotation's own last step, done for it"
+    );
+    assert_eq!(w.current_password().await, "after-rotation-222");
+    assert!(w.logs_in(&w.current_password().await).await);
+    assert!(
+        versions(&w)
+            .await
+            .iter()
+            .all(|(_, st)| !st.iter().any(|s| s == "AWSPENDING")),
+        "no version is left AWSPENDING"
+    );
+}
+
+#[tokio::test]
+async fn a_stuck_rotation_fails_with_what_to_do_and_changes_nothing() {
+    // createSecret ran, setSecret failed; meanwhile the password was changed
+    // by hand: neither version logs in.
+    let w = World::new("cred_rotstuck", Some("before-rotation-333")).await;
+    enable_rotation(&w).await;
+    put_pending(
+        &w,
+        json!({"username": format!("{}_clone", w.user.username), "password": "never-set-444"}),
+    )
+    .await;
+    w.db.query(&format!(
+        "ALTER ROLE {} PASSWORD 'changed-by-hand-555'",
+        w.user.username
+    ))
+    .await;
+    let before = (versions(&w).await, rolpassword(&w).await);
+    let err = w.ensure(&Fault::none()).await.unwrap_err();
+    assert!(err.contains("is being rotated"), "{err}");
+    assert!(
+        err.contains("aws secretsmanager rotate-secret --secret-id arn:"),
+        "{err}"
+    );
+    assert!(err.contains("cancel-rotate-secret"), "{err}");
+    assert_eq!(
+        (versions(&w).await, rolpassword(&w).await),
+        before,
+        "nothing changed"
+    );
+}
+
+#[tokio::test]
+async fn a_secret_under_rotation_whose_current_version_works_is_left_alone() {
+    let w = World::new("cred_rotok", Some("current-works-666")).await;
+    enable_rotation(&w).await;
+    put_pending(
+        &w,
+        json!({"username": w.user.username, "password": "in-progress-777"}),
+    )
+    .await;
+    let before = versions(&w).await;
+    // The secret lacks the RDS fields, but a rotation is at work on it:
+    // nothing is written, not even the same password.
+    assert_eq!(
+        w.ensure(&Fault::none()).await.unwrap(),
+        CredentialAction::Unchanged
+    );
+    assert_eq!(w.current_password().await, "current-works-666");
+    assert!(w.logs_in("current-works-666").await);
+    assert_eq!(versions(&w).await, before, "no version written or moved");
+}
+
+#[tokio::test]
+async fn a_role_without_login_is_not_a_wrong_password() {
+    let w = World::new("cred_nologin", Some("works-but-nologin-888")).await;
+    w.db.query(&format!("ALTER ROLE {} NOLOGIN", w.user.username))
+        .await;
+    let before = (versions(&w).await, rolpassword(&w).await);
+    let err = w.ensure(&Fault::none()).await.unwrap_err();
+    assert!(
+        err.contains("for a reason other than the password"),
+        "{err}"
+    );
+    assert!(err.contains("has NOLOGIN"), "{err}");
+    assert!(err.contains("Nothing was changed"), "{err}");
+    assert_eq!(
+        (versions(&w).await, rolpassword(&w).await),
+        before,
+        "no new password in the database or the secret"
+    );
+    // Once LOGIN is back, the application's secret works as it did.
+    w.db.query(&format!("ALTER ROLE {} LOGIN", w.user.username))
+        .await;
+    assert!(w.logs_in("works-but-nologin-888").await);
+}
+
+#[tokio::test]
+async fn a_new_password_refused_after_it_was_set_puts_the_old_one_back() {
+    // The secret holds a password the database no longer has (changed by
+    // hand), so the protocol sets a new one; right after ALTER ROLE the role
+    // refuses logins (a real 28000).
+    let w = World::new("cred_restore", Some("the-apps-password-999")).await;
+    w.db.query(&format!(
+        "ALTER ROLE {} PASSWORD 'changed-by-hand-000'",
+        w.user.username
+    ))
+    .await;
+    let err = w
+        .ensure(&Fault::new("revoke_login_after_alter", 1))
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("the new password was set but logging in with it failed"),
+        "{err}"
+    );
+    assert!(err.contains("has NOLOGIN"), "{err}");
+    assert!(err.contains("the previous password was set back"), "{err}");
+    w.db.query(&format!("ALTER ROLE {} LOGIN", w.user.username))
+        .await;
+    assert_eq!(w.current_password().await, "the-apps-password-999");
+    assert!(
+        w.logs_in("the-apps-password-999").await,
+        "the application's AWSCURRENT logs in after the failed deploy"
+    );
+    assert!(
+        versions(&w)
+            .await
+            .iter()
+            .all(|(_, st)| !st.iter().any(|s| s == "AWSPENDING")),
+        "the refused version is not left AWSPENDING (a later RotateSecret would think a rotation is running)"
     );
 }

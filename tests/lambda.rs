@@ -403,7 +403,11 @@ async fn manual_actions_report_in_json() {
             .contains("deploy (Create/Update)")
     );
     let ensured = d.invoke(&json!({"action": "users", "ensure": true})).await;
-    assert_eq!(ensured.response()["users"][0]["action"], "rotated");
+    assert_eq!(
+        ensured.response()["users"][0]["credentials"]["action"],
+        "rotated"
+    );
+    assert_eq!(ensured.response()["users"][0]["ownership"], "created");
     let users = d.invoke(&json!({"action": "users"})).await;
     assert_eq!(users.response()["users"][0]["logs_in"], true);
 

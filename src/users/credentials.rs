@@ -1,20 +1,33 @@
-//! The credentials protocol: never lock the application out.
+//! The credentials protocol: never lock the application out, never fight
+//! Secrets Manager's own rotation.
 //!
-//! 1. If the user's AWSCURRENT secret already logs in, change nothing (at
-//!    most add missing RDS fields to the secret, with the same password).
-//! 2. Else, if an AWSPENDING version logs in (a previous run set it in the
-//!    database and stopped before promoting), promote it.
-//! 3. Else: store a new password as AWSPENDING, set it in the database (as a
-//!    SCRAM verifier), log in with it, promote it to AWSCURRENT.
+//! A secret's login is its `username`: the configured user, or the clone
+//! AWS's alternating-users rotation function alternates with
+//! (`<user>_clone`, a member of `<user>`). Only SQLSTATE 28P01 means "this
+//! password is wrong"; any other refusal (pg_hba.conf, NOLOGIN, `rds_iam`)
+//! is an error that changes nothing, since a new password cannot help.
+//!
+//! 1. If the AWSCURRENT secret logs in, change nothing (at most add missing
+//!    RDS fields to the secret, same login, same password, and not while a
+//!    rotation is in progress). A clone keeps its membership in the user,
+//!    as the rotation function grants it.
+//! 2. Else, if an AWSPENDING version logs in (a rotation, ours or the
+//!    rotation function's, that stopped before its last step), promote it:
+//!    that is the rotation's own finishing step.
+//! 3. Else, if rotation is enabled and a version is AWSPENDING, stop with a
+//!    Reason that says how to finish or cancel that rotation: never race it.
+//! 4. Else: store a new password as AWSPENDING, set it in the database (as a
+//!    SCRAM verifier), log in with it, promote it to AWSCURRENT. If the new
+//!    password is refused after it was set, the previous AWSCURRENT password
+//!    is set back and the AWSPENDING label removed before failing.
 //!
 //! A run that stops after any step converges on the next run: the database
-//! never holds a password that is not stored in the secret first. A secret
-//! with rotation enabled and a pending version is left to its rotation.
+//! never holds a password that is not stored in the secret first.
 
 use std::future::Future;
 
 use serde::Serialize;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::UserSpec;
 use super::password::{self, RandomError};
@@ -24,21 +37,38 @@ use crate::secrets::{
     parse_object,
 };
 
+/// What the database said to a login attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginCheck {
+    /// Logged in.
+    LoggedIn,
+    /// SQLSTATE 28P01: the password is wrong (or the role has none).
+    WrongPassword,
+    /// Refused for another reason (SQLSTATE 28000 and others): the cause,
+    /// with what to do. A new password would not help.
+    Refused(String),
+}
+
 /// The database side of the protocol.
 pub trait UserDb: Send + Sync {
-    /// Whether `user` logs in with `password`: `Ok(false)` only when the
-    /// server refuses the credentials; an unreachable server is an error
-    /// (never a reason to rotate).
-    fn can_login(
+    /// Tries to log in as `login` with `password`. An unreachable server is
+    /// an error (never a reason to rotate).
+    fn check_login(
         &self,
-        user: &str,
+        login: &str,
         password: &SecretString,
-    ) -> impl Future<Output = Result<bool, String>> + Send;
+    ) -> impl Future<Output = Result<LoginCheck, String>> + Send;
     /// Sets the user's password from a SCRAM-SHA-256 verifier.
     fn set_password(
         &self,
         user: &str,
         verifier: &str,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Makes the rotation clone a member of its user, if it is not.
+    fn ensure_clone_membership(
+        &self,
+        user: &str,
+        clone: &str,
     ) -> impl Future<Output = Result<(), String>> + Send;
 }
 
@@ -54,8 +84,6 @@ pub enum CredentialAction {
     PromotedPending,
     /// A new password was set and stored.
     Rotated,
-    /// Rotation is enabled and in progress on the secret: left alone.
-    LeftToRotation,
 }
 
 /// The outcome for one user.
@@ -63,6 +91,8 @@ pub enum CredentialAction {
 pub struct CredentialReport {
     /// The user.
     pub username: String,
+    /// The login the current secret names: the user, or its rotation clone.
+    pub login: String,
     /// Its secret's ARN.
     pub secret_arn: String,
     /// What was done.
@@ -74,6 +104,8 @@ pub struct CredentialReport {
 pub struct CredentialStatus {
     /// The user.
     pub username: String,
+    /// The login the current secret names (the user or its rotation clone).
+    pub login: Option<String>,
     /// Its secret's ARN (or the configured id if it cannot be described).
     pub secret: String,
     /// True when the AWSCURRENT secret logs in.
@@ -119,13 +151,47 @@ pub enum CredentialError {
         /// What the database said.
         message: String,
     },
+    /// A login was refused for a reason other than the password.
+    #[error(
+        "user {user}: the database refuses the login of {login} with its {stage} secret for a reason other than the password: {cause}. Nothing was changed: a new password would not help"
+    )]
+    LoginRefused {
+        /// The user.
+        user: String,
+        /// The login tried (the user or its rotation clone).
+        login: String,
+        /// AWSCURRENT or AWSPENDING.
+        stage: &'static str,
+        /// Why, and what to do.
+        cause: String,
+    },
+    /// A rotation is in progress and neither of its versions logs in.
+    #[error(
+        "user {user}: secret {secret} is being rotated (version {version} is AWSPENDING) and neither its AWSCURRENT nor its AWSPENDING version logs in; db-setup does not race the rotation function. \
+         Read the rotation function's logs, then retry the rotation (aws secretsmanager rotate-secret --secret-id {secret}) \
+         or cancel it (aws secretsmanager cancel-rotate-secret --secret-id {secret}, then aws secretsmanager update-secret-version-stage --secret-id {secret} --version-stage AWSPENDING --remove-from-version-id {version}) and deploy again"
+    )]
+    RotationStuck {
+        /// The user.
+        user: String,
+        /// The secret's ARN.
+        secret: String,
+        /// The AWSPENDING version.
+        version: String,
+    },
     /// The new password was set but does not log in.
     #[error(
-        "user {user}: the new password was set but logging in with it failed; check pg_hba.conf and the role's LOGIN attribute, then deploy again"
+        "user {user}: the new password was set but logging in with it failed: {cause}; {}",
+        if *.restored { "the previous password was set back, so the application's AWSCURRENT secret works as before. Fix the cause, then deploy again" }
+        else { "there was no previous password to set back. Fix the cause, then deploy again" }
     )]
     NewPasswordRefused {
         /// The user.
         user: String,
+        /// Why.
+        cause: String,
+        /// True when the previous AWSCURRENT password was set back.
+        restored: bool,
     },
     /// No randomness.
     #[error("user {user}: {source}")]
@@ -137,27 +203,32 @@ pub enum CredentialError {
     },
 }
 
-/// The password in a secret's JSON, if it parses and names this user.
-fn password_of(text: &SecretString, username: &str) -> Option<SecretString> {
+/// The login and password a secret's JSON holds, if it parses and names
+/// this user or its rotation clone (a secret without `username` is taken
+/// as the user's).
+pub fn login_of(text: &SecretString, user: &UserSpec) -> Option<(String, SecretString)> {
     let map = parse_object("", text).ok()?;
-    let user_matches = map
-        .get("username")
-        .and_then(|v| v.as_str())
-        .is_none_or(|u| u == username);
+    let login = match map.get("username").and_then(|v| v.as_str()) {
+        None => user.username.clone(),
+        Some(u) if user.is_login(u) => u.to_string(),
+        Some(_) => return None,
+    };
     let password = map.get("password")?.as_str()?;
-    (user_matches && !password.is_empty()).then(|| SecretString::new(password))
+    (!password.is_empty()).then(|| (login, SecretString::new(password)))
 }
 
-/// Runs the protocol for one user. `fields` are what the secret must record
-/// besides the password.
+/// Runs the protocol for one password user whose credentials live in
+/// `secret_id`. `fields` are what the secret must record besides the
+/// password (their `username` is the user's).
 pub async fn ensure<S: SecretStore, D: UserDb>(
     store: &S,
     db: &D,
     user: &UserSpec,
+    secret_id: &str,
     fields: &UserSecretFields,
 ) -> Result<CredentialReport, CredentialError> {
     let name = user.username.as_str();
-    let id = user.secret_id.as_str();
+    let id = secret_id;
     let secrets = |step: &'static str| {
         move |source| CredentialError::Secrets {
             user: name.into(),
@@ -172,94 +243,121 @@ pub async fn ensure<S: SecretStore, D: UserDb>(
             message,
         }
     };
+    let refused = |login: &str, stage: &'static str, cause: String| CredentialError::LoginRefused {
+        user: name.into(),
+        login: login.into(),
+        stage,
+        cause,
+    };
+    let random = |source| CredentialError::Random {
+        user: name.into(),
+        source,
+    };
     let info = store
         .describe(id)
         .await
         .map_err(secrets("describing its secret"))?;
-    let report = |action| CredentialReport {
+    let report = |login: &str, action| CredentialReport {
         username: name.into(),
+        login: login.into(),
         secret_arn: info.arn.clone(),
         action,
     };
-    let current = match info.version_with(AWSCURRENT) {
+    let current_version = info.version_with(AWSCURRENT);
+    let current = match current_version {
         Some(_) => store
             .get(id, AWSCURRENT)
             .await
             .map_err(secrets("reading its current secret"))?,
         None => None,
     };
+    let current_login = current.as_ref().and_then(|c| login_of(&c.text, user));
 
     // 1. The current secret works: keep it.
-    if let Some(current) = &current {
-        if let Some(pw) = password_of(&current.text, name) {
-            if db
-                .can_login(name, &pw)
-                .await
-                .map_err(database("checking its current secret"))?
-            {
-                let existing = parse_object(id, &current.text).ok();
-                if existing.as_ref().is_some_and(|m| fields.recorded_in(m)) {
-                    info!(user = name, "current secret logs in: unchanged");
-                    return Ok(report(CredentialAction::Unchanged));
+    if let Some((login, pw)) = &current_login {
+        match db
+            .check_login(login, pw)
+            .await
+            .map_err(database("checking its current secret"))?
+        {
+            LoginCheck::LoggedIn => {
+                if login != name {
+                    db.ensure_clone_membership(name, login)
+                        .await
+                        .map_err(database("keeping its rotation clone a member of it"))?;
                 }
-                let token =
-                    password::version_token().map_err(|source| CredentialError::Random {
-                        user: name.into(),
-                        source,
-                    })?;
+                let existing = current
+                    .as_ref()
+                    .and_then(|c| parse_object(id, &c.text).ok());
+                let fields = UserSecretFields {
+                    username: login.clone(),
+                    ..fields.clone()
+                };
+                let rotating = info.rotation_enabled
+                    && info
+                        .version_with(AWSPENDING)
+                        .is_some_and(|v| Some(v) != current_version);
+                if rotating || existing.as_ref().is_some_and(|m| fields.recorded_in(m)) {
+                    // A rotation at work: its versions are not ours to touch.
+                    info!(user = name, login = %login, rotating, "current secret logs in: unchanged");
+                    return Ok(report(login, CredentialAction::Unchanged));
+                }
+                let token = password::version_token().map_err(random)?;
                 store
-                    .put_current(id, &fields.to_secret(existing.as_ref(), &pw), &token)
+                    .put_current(id, &fields.to_secret(existing.as_ref(), pw), &token)
                     .await
                     .map_err(secrets("completing its secret"))?;
-                info!(
-                    user = name,
-                    "current secret logs in: added the missing RDS fields"
-                );
-                return Ok(report(CredentialAction::SecretCompleted));
+                info!(user = name, login = %login, "current secret logs in: added the missing RDS fields");
+                return Ok(report(login, CredentialAction::SecretCompleted));
             }
+            LoginCheck::Refused(cause) => return Err(refused(login, AWSCURRENT, cause)),
+            LoginCheck::WrongPassword => {}
         }
     }
 
-    // A rotation function is at work on this secret: do not race it.
-    let pending_version = info.version_with(AWSPENDING);
-    let current_version = info.version_with(AWSCURRENT);
-    if info.rotation_enabled && pending_version.is_some() && pending_version != current_version {
-        info!(
-            user = name,
-            "rotation in progress on its secret: left alone"
-        );
-        return Ok(report(CredentialAction::LeftToRotation));
-    }
-
-    // 2. A previous run set a pending password in the database: promote it.
+    // 2. A rotation stopped before its last step: finish it if its password works.
+    let pending_version = info
+        .version_with(AWSPENDING)
+        .filter(|v| Some(*v) != current_version);
     if let Some(version) = pending_version {
-        if let Some(pending) = store
+        let pending = store
             .get(id, AWSPENDING)
             .await
-            .map_err(secrets("reading its pending secret"))?
-        {
-            if let Some(pw) = password_of(&pending.text, name) {
-                if db
-                    .can_login(name, &pw)
-                    .await
-                    .map_err(database("checking its pending secret"))?
-                {
+            .map_err(secrets("reading its pending secret"))?;
+        if let Some((login, pw)) = pending.as_ref().and_then(|p| login_of(&p.text, user)) {
+            match db
+                .check_login(&login, &pw)
+                .await
+                .map_err(database("checking its pending secret"))?
+            {
+                LoginCheck::LoggedIn => {
+                    if login != name {
+                        db.ensure_clone_membership(name, &login)
+                            .await
+                            .map_err(database("keeping its rotation clone a member of it"))?;
+                    }
                     store
                         .promote(id, version, current_version)
                         .await
                         .map_err(secrets("promoting its pending secret"))?;
-                    info!(user = name, "pending secret logs in: promoted to current");
-                    return Ok(report(CredentialAction::PromotedPending));
+                    info!(user = name, login = %login, "pending secret logs in: promoted to current");
+                    return Ok(report(&login, CredentialAction::PromotedPending));
                 }
+                LoginCheck::Refused(cause) => return Err(refused(&login, AWSPENDING, cause)),
+                LoginCheck::WrongPassword => {}
             }
+        }
+        // 3. Someone else's rotation: never race it.
+        if info.rotation_enabled {
+            return Err(CredentialError::RotationStuck {
+                user: name.into(),
+                secret: info.arn.clone(),
+                version: version.into(),
+            });
         }
     }
 
-    // 3. A new password: stored first, then set, then checked, then promoted.
-    let random = |source| CredentialError::Random {
-        user: name.into(),
-        source,
-    };
+    // 4. A new password: stored first, then set, then checked, then promoted.
     let new_password = password::generate().map_err(random)?;
     let token = password::version_token().map_err(random)?;
     let existing = current
@@ -276,36 +374,106 @@ pub async fn ensure<S: SecretStore, D: UserDb>(
     db.set_password(name, &password::scram_verifier(&new_password))
         .await
         .map_err(database("setting the new password"))?;
-    if !db
-        .can_login(name, &new_password)
+    let cause = match db
+        .check_login(name, &new_password)
         .await
         .map_err(database("logging in with the new password"))?
     {
-        return Err(CredentialError::NewPasswordRefused { user: name.into() });
+        LoginCheck::LoggedIn => None,
+        LoginCheck::WrongPassword => Some("the server says the password is wrong".to_string()),
+        LoginCheck::Refused(cause) => Some(cause),
+    };
+    if let Some(cause) = cause {
+        // Put the previous password back, so the application keeps working.
+        let previous = current_login
+            .as_ref()
+            .filter(|(login, _)| login == name)
+            .map(|(_, pw)| pw);
+        let mut restored = false;
+        if let Some(pw) = previous {
+            match db.set_password(name, &password::scram_verifier(pw)).await {
+                Ok(()) => restored = true,
+                Err(e) => {
+                    warn!(user = name, error = %e, "could not set the previous password back")
+                }
+            }
+        }
+        if let Err(e) = store.unstage_pending(id, &token).await {
+            warn!(user = name, error = %e, "could not remove AWSPENDING from the refused version");
+        }
+        return Err(CredentialError::NewPasswordRefused {
+            user: name.into(),
+            cause,
+            restored,
+        });
     }
     store
         .promote(id, &token, current_version)
         .await
         .map_err(secrets("promoting the new password to AWSCURRENT"))?;
     info!(user = name, "new password set and stored");
-    Ok(report(CredentialAction::Rotated))
+    Ok(report(name, CredentialAction::Rotated))
 }
 
-/// Reads one user's state without changing anything.
+/// The login the configured secret's current version holds, if it logs in:
+/// the proof that the configuration already holds a role's credentials
+/// (see [`super::ownership`]). Reads only; `Ok(None)` when the secret is
+/// missing, a placeholder, or its password is wrong.
+pub async fn current_login<S: SecretStore, D: UserDb>(
+    store: &S,
+    db: &D,
+    user: &UserSpec,
+    secret_id: &str,
+) -> Result<Option<String>, CredentialError> {
+    let name = user.username.as_str();
+    let current = match store.get(secret_id, AWSCURRENT).await {
+        Ok(c) => c,
+        Err(SecretsError::NotFound { .. }) => return Ok(None),
+        Err(source) => {
+            return Err(CredentialError::Secrets {
+                user: name.into(),
+                step: "reading its current secret",
+                source,
+            });
+        }
+    };
+    let Some((login, pw)) = current.as_ref().and_then(|c| login_of(&c.text, user)) else {
+        return Ok(None);
+    };
+    match db.check_login(&login, &pw).await {
+        Ok(LoginCheck::LoggedIn) => Ok(Some(login)),
+        Ok(LoginCheck::WrongPassword) => Ok(None),
+        Ok(LoginCheck::Refused(cause)) => Err(CredentialError::LoginRefused {
+            user: name.into(),
+            login,
+            stage: AWSCURRENT,
+            cause,
+        }),
+        Err(message) => Err(CredentialError::Database {
+            user: name.into(),
+            step: "checking its current secret",
+            message,
+        }),
+    }
+}
+
+/// Reads one password user's state without changing anything.
 pub async fn status<S: SecretStore, D: UserDb>(
     store: &S,
     db: &D,
     user: &UserSpec,
+    secret_id: &str,
 ) -> CredentialStatus {
     let mut status = CredentialStatus {
         username: user.username.clone(),
-        secret: user.secret_id.clone(),
+        login: None,
+        secret: secret_id.into(),
         logs_in: false,
         pending: false,
         rotation_enabled: false,
         problem: None,
     };
-    let info = match store.describe(&user.secret_id).await {
+    let info = match store.describe(secret_id).await {
         Ok(info) => info,
         Err(e) => {
             status.problem = Some(e.to_string());
@@ -315,7 +483,7 @@ pub async fn status<S: SecretStore, D: UserDb>(
     status.secret = info.arn.clone();
     status.pending = info.version_with(AWSPENDING).is_some();
     status.rotation_enabled = info.rotation_enabled;
-    let current = match store.get(&user.secret_id, AWSCURRENT).await {
+    let current = match store.get(secret_id, AWSCURRENT).await {
         Ok(Some(c)) => c,
         Ok(None) => {
             status.problem =
@@ -327,18 +495,24 @@ pub async fn status<S: SecretStore, D: UserDb>(
             return status;
         }
     };
-    let Some(pw) = password_of(&current.text, &user.username) else {
+    let Some((login, pw)) = login_of(&current.text, user) else {
         status.problem = Some(
-            "the current secret holds no password for this user (a placeholder?): deploy (Create/Update) to set one".into(),
+            "the current secret holds no password for this user or its rotation clone (a placeholder?): deploy (Create/Update) to set one".into(),
         );
         return status;
     };
-    match db.can_login(&user.username, &pw).await {
-        Ok(true) => status.logs_in = true,
-        Ok(false) => {
+    status.login = Some(login.clone());
+    match db.check_login(&login, &pw).await {
+        Ok(LoginCheck::LoggedIn) => status.logs_in = true,
+        Ok(LoginCheck::WrongPassword) => {
             status.problem = Some(
-                "the database refuses the current secret's password: deploy (Create/Update) to set a new one".into(),
+                "the database says the current secret's password is wrong: deploy (Create/Update) to set a new one".into(),
             )
+        }
+        Ok(LoginCheck::Refused(cause)) => {
+            status.problem = Some(format!(
+                "the database refuses the login for a reason other than the password: {cause}"
+            ))
         }
         Err(e) => status.problem = Some(format!("could not check the login: {e}")),
     }
@@ -349,17 +523,28 @@ pub async fn status<S: SecretStore, D: UserDb>(
 mod tests {
     use super::*;
 
+    use crate::users::RoleTemplate;
+
     #[test]
-    fn password_is_read_only_for_the_same_user() {
+    fn the_login_is_read_for_the_user_or_its_rotation_clone_only() {
         let s = |t: &str| SecretString::new(t);
+        let app = UserSpec::password("app", RoleTemplate::ReadWrite, "s");
+        let read = |t: &str| login_of(&s(t), &app).map(|(l, p)| (l, p.expose().to_string()));
         assert_eq!(
-            password_of(&s(r#"{"username":"app","password":"p"}"#), "app")
-                .map(|p| p.expose().to_string()),
-            Some("p".into())
+            read(r#"{"username":"app","password":"p"}"#),
+            Some(("app".into(), "p".into()))
         );
-        assert!(password_of(&s(r#"{"username":"other","password":"p"}"#), "app").is_none());
-        assert!(password_of(&s(r#"{"password":""}"#), "app").is_none());
-        assert!(password_of(&s("placeholder"), "app").is_none());
-        assert!(password_of(&s(r#"{"password":"p"}"#), "app").is_some());
+        assert_eq!(
+            read(r#"{"username":"app_clone","password":"q"}"#),
+            Some(("app_clone".into(), "q".into()))
+        );
+        assert_eq!(
+            read(r#"{"password":"p"}"#),
+            Some(("app".into(), "p".into()))
+        );
+        assert!(read(r#"{"username":"other","password":"p"}"#).is_none());
+        assert!(read(r#"{"username":"other_clone","password":"p"}"#).is_none());
+        assert!(read(r#"{"password":""}"#).is_none());
+        assert!(read("placeholder").is_none());
     }
 }

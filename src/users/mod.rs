@@ -2,8 +2,10 @@
 //! in [`roles`]), login users that are their members, and their credentials
 //! in Secrets Manager ([`credentials`]).
 
+pub mod apply;
 pub mod credentials;
 pub mod database;
+pub mod ownership;
 pub mod password;
 pub mod roles;
 
@@ -62,6 +64,21 @@ impl fmt::Display for RoleTemplate {
     }
 }
 
+/// How an application user logs in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "auth", rename_all = "lowercase")]
+pub enum Auth {
+    /// A password db-setup sets and keeps in a secret.
+    Password {
+        /// Name or ARN of the secret that holds its credentials.
+        #[serde(rename = "secretId")]
+        secret_id: String,
+    },
+    /// IAM database authentication (RDS): a member of `rds_iam`, no
+    /// password, no secret; the application logs in with a token.
+    Iam,
+}
+
 /// One application user to ensure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UserSpec {
@@ -69,9 +86,77 @@ pub struct UserSpec {
     pub username: String,
     /// Its privileges.
     pub role: RoleTemplate,
-    /// Name or ARN of the secret that holds its credentials.
-    #[serde(rename = "secretId")]
-    pub secret_id: String,
+    /// How it logs in.
+    #[serde(flatten)]
+    pub auth: Auth,
+    /// Take over an existing role that db-setup did not create.
+    pub adopt: bool,
+}
+
+/// The suffix AWS's alternating-users rotation function adds to (or removes
+/// from) the user name on each rotation.
+pub const CLONE_SUFFIX: &str = "_clone";
+
+impl UserSpec {
+    /// A password user (the common case).
+    pub fn password(username: &str, role: RoleTemplate, secret_id: &str) -> Self {
+        UserSpec {
+            username: username.into(),
+            role,
+            auth: Auth::Password {
+                secret_id: secret_id.into(),
+            },
+            adopt: false,
+        }
+    }
+
+    /// Its secret, for a password user.
+    pub fn secret_id(&self) -> Option<&str> {
+        match &self.auth {
+            Auth::Password { secret_id } => Some(secret_id),
+            Auth::Iam => None,
+        }
+    }
+
+    /// The login the alternating-users rotation creates beside this user
+    /// (`<user>_clone`, a member of `<user>`).
+    pub fn clone_name(&self) -> String {
+        format!("{}{CLONE_SUFFIX}", self.username)
+    }
+
+    /// True when `login` is this user or its rotation clone.
+    pub fn is_login(&self, login: &str) -> bool {
+        login == self.username
+            || login
+                .strip_suffix(CLONE_SUFFIX)
+                .is_some_and(|base| base == self.username)
+    }
+}
+
+/// The group-role prefix derived from a database name when
+/// `DB_SETUP_ROLE_PREFIX` is not set: lower case, anything but letters,
+/// digits and `_` replaced by `_`, at most 50 characters (so that
+/// `<prefix>_tablecreator` fits PostgreSQL's 63), never starting with a digit.
+pub fn default_prefix(dbname: &str) -> Result<String, IdentifierError> {
+    let mut prefix: String = dbname
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(50)
+        .collect();
+    if prefix.starts_with(|c: char| c.is_ascii_digit()) {
+        prefix = format!("db_{prefix}");
+        prefix.truncate(50);
+    }
+    // The prefix names groups (`<prefix>_readwrite`): check one of them.
+    check_identifier(&format!("{prefix}_readwrite"))?;
+    Ok(prefix)
 }
 
 /// A role name this tool refuses to manage.
@@ -163,6 +248,27 @@ mod tests {
     fn identifiers_are_quoted() {
         assert_eq!(quote_ident("app_rw"), "\"app_rw\"");
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn the_default_prefix_is_the_database_name_made_safe() {
+        assert_eq!(default_prefix("orders").unwrap(), "orders");
+        assert_eq!(default_prefix("Orders-EU.1").unwrap(), "orders_eu_1");
+        assert_eq!(default_prefix("2024app").unwrap(), "db_2024app");
+        assert_eq!(default_prefix("postgres").unwrap(), "postgres");
+        assert_eq!(default_prefix(&"x".repeat(80)).unwrap().len(), 50);
+        assert!(default_prefix("rdsadmin").is_err());
+        assert!(default_prefix("pg_x").is_err());
+    }
+
+    #[test]
+    fn the_rotation_clone_is_the_same_user() {
+        let u = UserSpec::password("app_rw", RoleTemplate::ReadWrite, "s");
+        assert!(u.is_login("app_rw"));
+        assert!(u.is_login("app_rw_clone"));
+        assert!(!u.is_login("app_rw_clone_clone"));
+        assert!(!u.is_login("app_ro"));
+        assert_eq!(u.clone_name(), "app_rw_clone");
     }
 
     #[test]
