@@ -53,15 +53,14 @@ export interface UserRotation {
 }
 
 /** What every application user has. */
-interface AppUserBase {
+export interface AppUserBase {
   /** PostgreSQL role name of the user (a login role). */
   readonly username: string;
   /** What the user may do. */
   readonly role: AppUserRole;
   /**
-   * Take over a role that already exists and that db-setup did not create (or that carries
-   * another configuration's ownership mark): without it, such a role is refused. See
-   * docs/users.md.
+   * Take over an existing role that db-setup did not create: without it, such a role is
+   * refused. docs/users.md has the ownership rule and what adopting permits.
    * @default false
    */
   readonly adopt?: boolean;
@@ -331,6 +330,11 @@ export function packagedCode(dir: string, architecture: lambda.Architecture): la
  * The custom resource depends on the database construct and on the VPC (with the endpoints
  * created through it), so it runs after them on Create and is deleted before them: its
  * Delete still needs Secrets Manager and, in direct mode, the S3 route to answer.
+ *
+ * A user's `rotation` attaches Secrets Manager's hosted rotation to its secret; the
+ * rotation schedule depends on the custom resource, so no rotation starts before db-setup
+ * has created the user and written a secret that logs in. IAM users (`auth: 'iam'`) have
+ * no secret; {@link DbSetup.grantConnect} lets a principal log in as one.
  */
 export class DbSetup extends Construct {
   /** The function (runtime `provided.al2023`, handler `bootstrap`). */

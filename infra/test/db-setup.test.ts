@@ -323,6 +323,7 @@ describe('DbSetup.grantConnect (IAM database authentication)', () => {
       vpc: h.vpc,
       vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_ISOLATED },
       iamAuthentication,
+      storageEncrypted: true,
     });
     const dbSetup = new DbSetup(h.stack, 'Setup', {
       code: fixtureCode(),

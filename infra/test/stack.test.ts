@@ -301,7 +301,7 @@ describe('rotation and IAM users', () => {
     const count = (m: typeof direct) => Object.keys(m.res).length + 1;
     const deployMd = readFileSync(path.join(REPO_ROOT, 'docs', 'deploy.md'), 'utf8');
     const readme = readFileSync(path.join(REPO_ROOT, 'README.md'), 'utf8');
-    assert.match(deployMd, new RegExp(`\\(${count(direct)} resources in direct mode, ${count(provider)} in provider mode\\)`));
+    assert.match(deployMd, new RegExp(`\\(${count(direct)} resources in direct mode, ${count(provider)} in provider mode`));
     assert.match(readme, new RegExp(`example stack creates \\(${count(direct)} resources`));
   });
 });
