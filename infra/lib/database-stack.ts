@@ -38,13 +38,17 @@ const DB_NAME = 'app';
  * Network: a VPC with isolated subnets only (no NAT, no internet gateway); the function
  * reaches Secrets Manager through an interface endpoint and S3 (the direct-mode response)
  * through a gateway endpoint.
+ *
+ * Users (by default): `app_rw` with a password, its secret rotated by Secrets Manager's
+ * hosted alternating-users rotation; `app_ro` logging in with IAM, granted to a stand-in
+ * application role.
  */
 export class DatabaseStack extends Stack {
   /** The VPC (isolated subnets in two AZs). */
   public readonly vpc: ec2.Vpc;
   /** The RDS instance. */
   public readonly database: rds.DatabaseInstance;
-  /** One secret per application user, by username. */
+  /** One secret per password user, by username. */
   public readonly userSecrets: Record<string, secretsmanager.Secret> = {};
   /** The db-setup construct. */
   public readonly dbSetup: DbSetup;

@@ -3,13 +3,13 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { Stack } from 'aws-cdk-lib';
+import { Stack, Validations } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { DatabaseStack } from '../lib/database-stack';
 import { DEFAULT_MIGRATIONS_DIR, hashMigrations, REPO_ROOT } from '../lib/db-setup';
-import { actions, allStatements, fixtureCode, flatten, newApp, resources } from './util';
+import { actions, allStatements, fixtureCode, flatten, nagViolations, newApp, resources } from './util';
 
 function synth(responseMode: 'direct' | 'provider' = 'direct') {
   const app = newApp();
@@ -294,6 +294,27 @@ describe('rotation and IAM users', () => {
       (r) => r.Type === 'AWS::IAM::Policy' && r.Properties.PolicyDocument.Statement.some((s: any) => s.Action === 'rds-db:connect'),
     );
     assert.deepEqual(policy.Properties.Roles, [{ Ref: id(stack.appRole) }]);
+  });
+
+  it('acknowledges cdk-nag SMG4 only on secrets without rotation', () => {
+    const acks = (c: { node: { metadata: { type: string; data: unknown }[] } }) =>
+      c.node.metadata
+        .filter((m) => m.type === Validations.ACKNOWLEDGED_RULES_METADATA_KEY)
+        .flatMap((m) => Object.keys(m.data as Record<string, string>))
+        .map((key) => key.replace(/^Annotation::/, ''));
+    const { stack } = direct;
+    assert.deepEqual(acks(stack.database.node.findChild('Secret')), ['AwsSolutions-SMG4']);
+    assert.deepEqual(acks(stack.userSecrets.app_rw), []);
+    assert.ok(!acks(stack).includes('AwsSolutions-SMG4'), 'no stack-wide SMG4 acknowledgement');
+    // A password user configured without rotation: acknowledged with its reason, nag-clean.
+    const plain = new DatabaseStack(newApp(), 'Plain', {
+      code: fixtureCode(),
+      architecture: lambda.Architecture.ARM_64,
+      users: [{ username: 'app_rw', role: 'readwrite' }],
+    });
+    assert.deepEqual(acks(plain.userSecrets.app_rw), ['AwsSolutions-SMG4']);
+    assert.deepEqual(nagViolations(plain), []);
+    assert.equal(plain.dbSetup.rotationSecurityGroup, undefined);
   });
 
   it('has the resource counts docs/deploy.md and the README quote', () => {
