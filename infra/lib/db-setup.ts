@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs';
 import * as path from 'node:path';
-import { CustomResource, Duration, Stack, Token, Validations } from 'aws-cdk-lib';
+import { ArnFormat, CfnResource, CustomResource, Duration, Stack, Token, Validations } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
-import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as cr from 'aws-cdk-lib/custom-resources';
 import { Construct } from 'constructs';
 
@@ -22,18 +22,133 @@ export const DEFAULT_MIGRATIONS_DIR = path.join(REPO_ROOT, 'migrations');
 /** The group role an application user is made a member of (see docs/configuration.md). */
 export type AppUserRole = 'readwrite' | 'readonly' | 'tablecreator';
 
-/** An application user the function creates, and the secret it keeps that user's credentials in. */
-export interface AppUser {
+/**
+ * Secrets Manager's own rotation of a password user's secret, with the AWS hosted rotation
+ * function for PostgreSQL (a serverless application Secrets Manager deploys in the
+ * construct's VPC and subnets).
+ */
+export interface UserRotation {
+  /**
+   * - `single-user`: the rotation function logs in as the user and changes its own password.
+   *   Connections opened with the old password keep working; new ones need the new one.
+   * - `alternating-users`: the function logs in as the admin (the construct's `adminSecret`,
+   *   which must hold `engine`, `host`, `username` and `password`) and alternates between
+   *   `<user>` and `<user>_clone` (created as a member of `<user>`), so the previous
+   *   credentials keep working until the next rotation. db-setup accepts either name.
+   */
+  readonly type: 'single-user' | 'alternating-users';
+  /**
+   * Days between rotations (at least 4 hours, at most 1000 days; `Duration.days(0)` sets no
+   * schedule: rotation on demand only).
+   * @default Duration.days(30)
+   */
+  readonly automaticallyAfter?: Duration;
+  /**
+   * Rotate as soon as the schedule is created or changed (CloudFormation's default), or wait
+   * for the first scheduled window. Either way the schedule is created only after db-setup
+   * has written a working secret.
+   * @default true
+   */
+  readonly rotateImmediatelyOnUpdate?: boolean;
+}
+
+/** What every application user has. */
+export interface AppUserBase {
   /** PostgreSQL role name of the user (a login role). */
   readonly username: string;
   /** What the user may do. */
   readonly role: AppUserRole;
   /**
+   * Take over an existing role that db-setup did not create: without it, such a role is
+   * refused. docs/users.md has the ownership rule and what adopting permits.
+   * @default false
+   */
+  readonly adopt?: boolean;
+}
+
+/** A user that logs in with a password kept in a secret. */
+export interface PasswordUser extends AppUserBase {
+  /** @default 'password' */
+  readonly auth?: 'password';
+  /**
    * The secret the function writes the user's credentials to (RDS secret JSON).
    * Create it with any placeholder value: a value that does not log in is replaced.
+   * With `rotation`, a secret of this account the construct can attach a rotation
+   * schedule to (a `secretsmanager.Secret`), with no other rotation configured.
    */
   readonly secret: secretsmanager.ISecret;
+  /** Rotate the secret with Secrets Manager's hosted rotation. @default no rotation */
+  readonly rotation?: UserRotation;
 }
+
+/**
+ * A user that logs in with IAM database authentication: a 15-minute token instead of a
+ * password, over TLS only. It has no secret; grant its principals `rds-db:connect` with
+ * {@link DbSetup.grantConnect}. The database needs IAM authentication turned on.
+ */
+export interface IamUser extends AppUserBase {
+  readonly auth: 'iam';
+  /** An IAM user has no secret. */
+  readonly secret?: never;
+  /** Nothing to rotate. */
+  readonly rotation?: never;
+}
+
+/** An application user the function creates and keeps able to log in. */
+export type AppUser = PasswordUser | IamUser;
+
+/** One entry of `DB_SETUP_USERS` (docs/configuration.md). */
+interface UserConfig {
+  username: string;
+  role: AppUserRole;
+  secretId?: string;
+  auth?: 'iam';
+  adopt?: true;
+}
+
+/**
+ * Checks what the types say, for callers the compiler does not check (JavaScript, casts,
+ * configuration read from files): a password user has a secret, an IAM user has neither a
+ * secret nor a rotation.
+ */
+function validateUser(user: AppUser): void {
+  const u = user as { username: string; auth?: string; secret?: unknown; rotation?: unknown };
+  const auth = u.auth ?? 'password';
+  if (auth === 'iam') {
+    if (u.secret !== undefined) {
+      throw new Error(
+        `DbSetup: user ${u.username} logs in with IAM (auth: 'iam') and has no password: remove its secret`,
+      );
+    }
+    if (u.rotation !== undefined) {
+      throw new Error(
+        `DbSetup: user ${u.username} logs in with IAM (auth: 'iam'): there is no password to rotate, remove its rotation`,
+      );
+    }
+  } else if (auth === 'password') {
+    if (u.secret === undefined) {
+      throw new Error(
+        `DbSetup: user ${u.username} logs in with a password and needs a secret (or set auth: 'iam')`,
+      );
+    }
+  } else {
+    throw new Error(`DbSetup: user ${u.username}: auth must be 'password' or 'iam', not '${auth}'`);
+  }
+}
+
+/** The user's entry in `DB_SETUP_USERS`: optional fields only when they differ from the default. */
+function userConfig(user: AppUser): UserConfig {
+  return {
+    username: user.username,
+    role: user.role,
+    ...(user.auth === 'iam' ? { auth: 'iam' as const } : { secretId: user.secret.secretArn }),
+    ...(user.adopt === true && { adopt: true as const }),
+  };
+}
+
+/** The users that keep a password in a secret. */
+const passwordUsers = (users: AppUser[]): PasswordUser[] =>
+  users.filter((u): u is PasswordUser => u.auth !== 'iam');
 
 /**
  * How CloudFormation reaches the function.
@@ -61,6 +176,13 @@ export interface DbSetupProps {
    * for it, so it runs only once the database and its ingress rule exist.
    */
   readonly database: ec2.IConnectable;
+  /**
+   * The database's resource id, for {@link DbSetup.grantConnect} (IAM users): the instance's
+   * `DbiResourceId` (`db-...`) or the cluster's `DbClusterResourceId` (`cluster-...`).
+   * @default read from `database` when it is an `rds.DatabaseInstance` or
+   * `rds.DatabaseCluster` (or an imported one given its resource id)
+   */
+  readonly databaseResourceId?: string;
   /** Secret with the admin (migrating) credentials, in the RDS secret JSON. */
   readonly adminSecret: secretsmanager.ISecret;
   /** @default the admin secret's `host` (DB_SETUP_DB_HOST) */
@@ -69,7 +191,10 @@ export interface DbSetupProps {
   readonly port?: number;
   /** @default the admin secret's `dbname`, else `postgres` (DB_SETUP_DB_NAME) */
   readonly databaseName?: string;
-  /** Application users to create and keep credentials for. @default none */
+  /**
+   * Application users to create and keep able to log in: password users (a secret, an
+   * optional rotation) and IAM users. @default none
+   */
   readonly users?: AppUser[];
   /** @default 'direct' */
   readonly responseMode?: ResponseMode;
@@ -205,6 +330,11 @@ export function packagedCode(dir: string, architecture: lambda.Architecture): la
  * The custom resource depends on the database construct and on the VPC (with the endpoints
  * created through it), so it runs after them on Create and is deleted before them: its
  * Delete still needs Secrets Manager and, in direct mode, the S3 route to answer.
+ *
+ * A user's `rotation` attaches Secrets Manager's hosted rotation to its secret; the
+ * rotation schedule depends on the custom resource, so no rotation starts before db-setup
+ * has created the user and written a secret that logs in. IAM users (`auth: 'iam'`) have
+ * no secret; {@link DbSetup.grantConnect} lets a principal log in as one.
  */
 export class DbSetup extends Construct {
   /** The function (runtime `provided.al2023`, handler `bootstrap`). */
@@ -215,6 +345,17 @@ export class DbSetup extends Construct {
   public readonly provider?: cr.Provider;
   /** The function's security group (allowed into the database). */
   public readonly securityGroup: ec2.SecurityGroup;
+  /**
+   * The security group of the hosted rotation functions (allowed into the database), when a
+   * user has a `rotation`.
+   */
+  public readonly rotationSecurityGroup?: ec2.SecurityGroup;
+  /** The rotation schedules, by username. */
+  public readonly rotationSchedules: Record<string, secretsmanager.RotationSchedule> = {};
+
+  private readonly users: AppUser[];
+  private readonly database: ec2.IConnectable;
+  private readonly databaseResourceId?: string;
 
   constructor(scope: Construct, id: string, props: DbSetupProps) {
     super(scope, id);
@@ -229,6 +370,10 @@ export class DbSetup extends Construct {
     if (names.size !== users.length) {
       throw new Error('DbSetup: usernames must be unique');
     }
+    users.forEach(validateUser);
+    this.users = users;
+    this.database = props.database;
+    this.databaseResourceId = props.databaseResourceId;
 
     this.securityGroup = new ec2.SecurityGroup(this, 'SecurityGroup', {
       vpc: props.vpc,
@@ -247,7 +392,7 @@ export class DbSetup extends Construct {
     const ownEnv: Record<string, string> = {
       DB_SETUP_ADMIN_SECRET_ID: props.adminSecret.secretArn,
       DB_SETUP_USERS: stack.toJsonString(
-        users.map((u) => ({ username: u.username, role: u.role, secretId: u.secret.secretArn })),
+        users.map(userConfig),
       ),
       DB_SETUP_RESPONSE_MODE: mode,
       DB_SETUP_TLS: 'verify-full',
@@ -344,6 +489,101 @@ export class DbSetup extends Construct {
       this.resource.node.addDependency(props.database);
     }
     this.resource.node.addDependency(props.vpc);
+
+    const rotated = passwordUsers(users).filter((u) => u.rotation !== undefined);
+    if (rotated.length > 0) {
+      this.rotationSecurityGroup = new ec2.SecurityGroup(this, 'RotationSecurityGroup', {
+        vpc: props.vpc,
+        description: 'Secrets Manager hosted rotation functions of the db-setup users',
+        // Like the function's: the routes in isolated subnets are the endpoints and the database.
+        allowAllOutbound: true,
+      });
+      props.database.connections.allowFrom(this.rotationSecurityGroup, dbPort, 'secret rotation functions');
+      for (const user of rotated) {
+        this.rotationSchedules[user.username] = this.addRotation(user, user.rotation!, props);
+      }
+    }
+  }
+
+  /**
+   * Admits the function and the rotation functions into an interface endpoint (Secrets
+   * Manager's, in isolated subnets) on its default port.
+   */
+  public allowEndpointAccess(endpoint: ec2.IConnectable): void {
+    endpoint.connections.allowDefaultPortFrom(this.securityGroup, 'db-setup function');
+    if (this.rotationSecurityGroup !== undefined) {
+      endpoint.connections.allowDefaultPortFrom(this.rotationSecurityGroup, 'secret rotation functions');
+    }
+  }
+
+  /**
+   * Grants `rds-db:connect` as an IAM user (`auth: 'iam'`) of this construct:
+   * `arn:<partition>:rds-db:<region>:<account>:dbuser:<resource id>/<username>`, the resource
+   * id being the instance's `DbiResourceId` (or the cluster's resource id), as
+   * `rds.DatabaseInstance.grantConnect` builds it. The database must have IAM
+   * authentication turned on (`iamAuthentication: true`), and the client must use TLS.
+   */
+  public grantConnect(grantee: iam.IGrantable, username: string): iam.Grant {
+    const user = this.users.find((u) => u.username === username);
+    if (user === undefined) {
+      throw new Error(`DbSetup.grantConnect: ${username} is not one of this construct's users`);
+    }
+    if (user.auth !== 'iam') {
+      throw new Error(
+        `DbSetup.grantConnect: ${username} logs in with a password, not IAM: set auth: 'iam' on the user to use IAM authentication`,
+      );
+    }
+    const iamAuth = iamAuthenticationOf(this.database);
+    if (iamAuth === false) {
+      throw new Error(
+        `DbSetup.grantConnect: the database has IAM authentication turned off: set iamAuthentication: true on it`,
+      );
+    }
+    const resourceId = this.databaseResourceId ?? resourceIdOf(this.database);
+    if (resourceId === undefined) {
+      throw new Error(
+        'DbSetup.grantConnect needs the database resource id: pass an rds.DatabaseInstance or DatabaseCluster ' +
+          'as `database`, or `databaseResourceId` (DbiResourceId `db-...` or cluster resource id `cluster-...`)',
+      );
+    }
+    return iam.Grant.addToPrincipal({
+      grantee,
+      actions: ['rds-db:connect'],
+      resourceArns: [
+        Stack.of(this).formatArn({
+          service: 'rds-db',
+          resource: 'dbuser',
+          resourceName: `${resourceId}/${username}`,
+          arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+        }),
+      ],
+    });
+  }
+
+  /**
+   * Attaches the hosted rotation to the user's secret. The schedule depends on the custom
+   * resource: CloudFormation rotates (or tests the rotation) as soon as it creates the
+   * schedule, and the rotation function can only start from a secret that logs in, which
+   * db-setup writes; the dependency also orders it after the ingress rules.
+   */
+  private addRotation(user: PasswordUser, rotation: UserRotation, props: DbSetupProps) {
+    const options = {
+      vpc: props.vpc,
+      vpcSubnets: props.vpcSubnets ?? { subnetType: ec2.SubnetType.PRIVATE_ISOLATED },
+      securityGroups: [this.rotationSecurityGroup!],
+    };
+    const hostedRotation =
+      rotation.type === 'single-user'
+        ? secretsmanager.HostedRotation.postgreSqlSingleUser(options)
+        : secretsmanager.HostedRotation.postgreSqlMultiUser({ ...options, masterSecret: props.adminSecret });
+    const schedule = new secretsmanager.RotationSchedule(this, `Rotation-${user.username}`, {
+      secret: user.secret,
+      hostedRotation,
+      automaticallyAfter: rotation.automaticallyAfter ?? Duration.days(30),
+      rotateImmediatelyOnUpdate: rotation.rotateImmediatelyOnUpdate,
+    });
+    schedule.node.addDependency(this.resource);
+    return schedule;
   }
 
   /**
@@ -352,7 +592,7 @@ export class DbSetup extends Construct {
    */
   private grantSecrets(adminSecret: secretsmanager.ISecret, users: AppUser[]): void {
     const arn = (s: secretsmanager.ISecret) => s.secretFullArn ?? `${s.secretArn}-??????`;
-    const userSecrets = users.map((u) => u.secret);
+    const userSecrets = passwordUsers(users).map((u) => u.secret);
     this.function.addToRolePolicy(
       new iam.PolicyStatement({
         actions: ['secretsmanager:GetSecretValue'],
@@ -377,4 +617,39 @@ export class DbSetup extends Construct {
       secret.encryptionKey?.grant(this.function, 'kms:Decrypt', 'kms:GenerateDataKey');
     }
   }
+}
+
+/**
+ * The resource id of an `rds.DatabaseInstance` (`DbiResourceId`) or `rds.DatabaseCluster`,
+ * read by duck typing (the database prop is any `ec2.IConnectable`); undefined for anything
+ * else, and for an imported database given without it.
+ */
+function resourceIdOf(database: ec2.IConnectable): string | undefined {
+  const db = database as { instanceResourceId?: string; clusterResourceIdentifier?: string };
+  if ('instanceResourceId' in db) {
+    return db.instanceResourceId;
+  }
+  try {
+    // An imported cluster throws when its resource id was not given.
+    return db.clusterResourceIdentifier;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether IAM authentication is on, when the database is a construct whose CloudFormation
+ * resource this stack defines (`AWS::RDS::DBInstance` or `AWS::RDS::DBCluster`); undefined
+ * when it cannot be known here (an imported database).
+ */
+function iamAuthenticationOf(database: ec2.IConnectable): boolean | undefined {
+  if (!Construct.isConstruct(database)) {
+    return undefined;
+  }
+  const cfn = database.node.defaultChild;
+  if (!CfnResource.isCfnResource(cfn) || !['AWS::RDS::DBInstance', 'AWS::RDS::DBCluster'].includes(cfn.cfnResourceType)) {
+    return undefined;
+  }
+  const value = Stack.of(cfn).resolve((cfn as unknown as { enableIamDatabaseAuthentication?: unknown }).enableIamDatabaseAuthentication);
+  return value === true;
 }

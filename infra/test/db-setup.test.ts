@@ -4,18 +4,27 @@ import { mkdirSync, mkdtempSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
-import { Duration, Stack } from 'aws-cdk-lib';
-import { Template } from 'aws-cdk-lib/assertions';
+import { Duration, Stack, Validations } from 'aws-cdk-lib';
+import { Match, Template } from 'aws-cdk-lib/assertions';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as rds from 'aws-cdk-lib/aws-rds';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
-import { DbSetup, type DbSetupProps, defaultServiceTimeout, hashMigrations, packagedCode } from '../lib/db-setup';
-import { actions, allStatements, fixtureCode, newApp, resources } from './util';
+import {
+  type AppUser,
+  DbSetup,
+  type DbSetupProps,
+  defaultServiceTimeout,
+  hashMigrations,
+  packagedCode,
+} from '../lib/db-setup';
+import { actions, allStatements, fixtureCode, flatten, nagViolations, newApp, resources } from './util';
 
 /** A stack with a VPC and a security group standing in for someone else's database. */
-function host() {
-  const stack = new Stack(newApp({ nag: false }), 'Host');
+function host(opts: { nag?: boolean } = {}) {
+  const stack = new Stack(newApp({ nag: opts.nag ?? false }), 'Host');
   const vpc = new ec2.Vpc(stack, 'Vpc', {
     natGateways: 0,
     subnetConfiguration: [{ name: 'db', subnetType: ec2.SubnetType.PRIVATE_ISOLATED }],
@@ -119,6 +128,282 @@ describe('DbSetup construct', () => {
     assert.equal(defaultServiceTimeout(Duration.minutes(10)).toMinutes(), 35);
     assert.equal(defaultServiceTimeout(Duration.minutes(5)).toMinutes(), 20);
     build({ timeout: Duration.minutes(5) }).template.hasResourceProperties('Custom::DbSetup', { ServiceTimeout: '1200' });
+  });
+});
+
+
+/** The logical id of a construct's CloudFormation resource. */
+const logicalId = (stack: Stack, c: { node: { defaultChild?: unknown } }) => stack.getLogicalId(c.node.defaultChild as any);
+
+/** A host stack with a password user (rotated or not) and the DbSetup around it. */
+function withUsers(users: (s: Stack) => AppUser[], extra: Partial<DbSetupProps> = {}, opts: { nag?: boolean } = {}) {
+  const h = host(opts);
+  const adminSecret = new secretsmanager.Secret(h.stack, 'Admin');
+  const dbSetup = new DbSetup(h.stack, 'Setup', {
+    code: fixtureCode(),
+    vpc: h.vpc,
+    database: h.database,
+    adminSecret,
+    users: users(h.stack),
+    ...extra,
+  });
+  return { ...h, adminSecret, dbSetup };
+}
+
+/** The CloudFormation resources of a stack, by logical id. */
+const resourcesOf = (stack: Stack): Record<string, any> => Template.fromStack(stack).toJSON().Resources;
+
+describe('DbSetup users: the DB_SETUP_USERS contract', () => {
+  it('sends secretId for password users, auth "iam" and no secretId for IAM users, adopt only when true', () => {
+    const { stack, dbSetup } = withUsers((s) => [
+      { username: 'app_rw', role: 'readwrite', secret: new secretsmanager.Secret(s, 'Rw') },
+      { username: 'app_ro', role: 'readonly', auth: 'password', secret: new secretsmanager.Secret(s, 'Ro'), adopt: false },
+      { username: 'app_iam', role: 'readonly', auth: 'iam', adopt: true },
+      { username: 'legacy', role: 'tablecreator', secret: new secretsmanager.Secret(s, 'Legacy'), adopt: true },
+    ]);
+    const env = resourcesOf(stack)[logicalId(stack, dbSetup.function)].Properties.Environment.Variables;
+    const secret = (id: string) => `<${stack.getLogicalId(stack.node.findChild(id).node.defaultChild as any)}>`;
+    assert.deepEqual(JSON.parse(flatten(env.DB_SETUP_USERS)), [
+      { username: 'app_rw', role: 'readwrite', secretId: secret('Rw') },
+      { username: 'app_ro', role: 'readonly', secretId: secret('Ro') },
+      { username: 'app_iam', role: 'readonly', auth: 'iam', adopt: true },
+      { username: 'legacy', role: 'tablecreator', secretId: secret('Legacy'), adopt: true },
+    ]);
+  });
+
+  it('grants no secret access for an IAM user (only the admin secret is read)', () => {
+    const { stack, adminSecret } = withUsers(() => [{ username: 'app_iam', role: 'readonly', auth: 'iam' }]);
+    const sm = allStatements(resourcesOf(stack)).filter((s) => actions(s).some((a) => a.startsWith('secretsmanager:')));
+    assert.deepEqual(
+      sm.map((s) => ({ actions: actions(s), resources: resources(s) })),
+      [{ actions: ['secretsmanager:GetSecretValue'], resources: [`<${logicalId(stack, adminSecret)}>`] }],
+    );
+  });
+
+  it('refuses an IAM user with a secret or a rotation, and a password user without a secret', () => {
+    const attempt = (user: unknown) => () => withUsers(() => [user as AppUser]);
+    const secret = (s: Stack) => new secretsmanager.Secret(s, 'X');
+    assert.throws(
+      () => withUsers((s) => [{ username: 'app_iam', role: 'readonly', auth: 'iam', secret: secret(s) } as unknown as AppUser]),
+      { message: "DbSetup: user app_iam logs in with IAM (auth: 'iam') and has no password: remove its secret" },
+    );
+    assert.throws(attempt({ username: 'app_iam', role: 'readonly', auth: 'iam', rotation: { type: 'single-user' } }), {
+      message: "DbSetup: user app_iam logs in with IAM (auth: 'iam'): there is no password to rotate, remove its rotation",
+    });
+    assert.throws(attempt({ username: 'app_rw', role: 'readwrite' }), {
+      message: "DbSetup: user app_rw logs in with a password and needs a secret (or set auth: 'iam')",
+    });
+    assert.throws(attempt({ username: 'app_rw', role: 'readwrite', auth: 'kerberos' }), {
+      message: "DbSetup: user app_rw: auth must be 'password' or 'iam', not 'kerberos'",
+    });
+  });
+});
+
+describe('DbSetup rotation (Secrets Manager hosted rotation)', () => {
+  function rotated(type: 'single-user' | 'alternating-users', more: object = {}, extra: Partial<DbSetupProps> = {}) {
+    const h = withUsers(
+      (s) => [{ username: 'app_rw', role: 'readwrite', secret: new secretsmanager.Secret(s, 'Rw'), rotation: { type, ...more } }],
+      extra,
+    );
+    const res = resourcesOf(h.stack);
+    const [scheduleId, schedule] = Object.entries(res).find(([, r]) => r.Type === 'AWS::SecretsManager::RotationSchedule')!;
+    return { ...h, res, scheduleId, schedule };
+  }
+
+  it('attaches the single-user hosted rotation in the construct subnets, with its own security group', () => {
+    const { stack, vpc, dbSetup, schedule, res } = rotated('single-user');
+    assert.equal(Object.values(res).filter((r) => r.Type === 'AWS::SecretsManager::RotationSchedule').length, 1);
+    const p = schedule.Properties;
+    assert.equal(flatten(p.SecretId), `<${stack.getLogicalId(stack.node.findChild('Rw').node.defaultChild as any)}>`);
+    assert.equal(p.HostedRotationLambda.RotationType, 'PostgreSQLSingleUser');
+    assert.equal(p.HostedRotationLambda.MasterSecretArn, undefined);
+    const isolated = vpc.isolatedSubnets.map((sn) => `<${stack.resolve(sn.subnetId).Ref}>`);
+    assert.equal(flatten(p.HostedRotationLambda.VpcSubnetIds), isolated.join(','));
+    assert.equal(flatten(p.HostedRotationLambda.VpcSecurityGroupIds), `<${logicalId(stack, dbSetup.rotationSecurityGroup!)}.GroupId>`);
+    assert.deepEqual(p.RotationRules, { ScheduleExpression: 'rate(30 days)' });
+    assert.equal(p.RotateImmediatelyOnUpdate, undefined, "CloudFormation's default: rotate right away");
+    assert.equal(dbSetup.rotationSchedules.app_rw.node.path, 'Host/Setup/Rotation-app_rw');
+  });
+
+  it('gives the alternating-users rotation the admin secret as master secret', () => {
+    const { stack, adminSecret, schedule } = rotated('alternating-users');
+    assert.equal(schedule.Properties.HostedRotationLambda.RotationType, 'PostgreSQLMultiUser');
+    assert.equal(flatten(schedule.Properties.HostedRotationLambda.MasterSecretArn), `<${logicalId(stack, adminSecret)}>`);
+  });
+
+  it('passes the schedule and rotateImmediatelyOnUpdate, and the subnets the construct was given', () => {
+    const h = host();
+    const subnets = { subnets: [h.vpc.isolatedSubnets[1]] };
+    const stack = h.stack;
+    new DbSetup(stack, 'Setup', {
+      code: fixtureCode(),
+      vpc: h.vpc,
+      vpcSubnets: subnets,
+      database: h.database,
+      adminSecret: new secretsmanager.Secret(stack, 'Admin'),
+      users: [
+        {
+          username: 'app_rw',
+          role: 'readwrite',
+          secret: new secretsmanager.Secret(stack, 'Rw'),
+          rotation: { type: 'single-user', automaticallyAfter: Duration.days(7), rotateImmediatelyOnUpdate: false },
+        },
+      ],
+    });
+    Template.fromStack(stack).hasResourceProperties('AWS::SecretsManager::RotationSchedule', {
+      RotationRules: { ScheduleExpression: 'rate(7 days)' },
+      RotateImmediatelyOnUpdate: false,
+      HostedRotationLambda: Match.objectLike({ VpcSubnetIds: stack.resolve(h.vpc.isolatedSubnets[1].subnetId) }),
+    });
+  });
+
+  it('is created after the custom resource (which writes the secret the rotation starts from), in both modes', () => {
+    for (const responseMode of ['direct', 'provider'] as const) {
+      const { stack, dbSetup, schedule } = rotated('alternating-users', {}, { responseMode });
+      const crId = stack.getLogicalId(dbSetup.resource.node.defaultChild as any);
+      assert.deepEqual(schedule.DependsOn, [crId], responseMode);
+    }
+  });
+
+  it('admits the rotation functions into the database on its port, and into an endpoint with allowEndpointAccess', () => {
+    const { stack, vpc, dbSetup } = withUsers(
+      (s) => [{ username: 'app_rw', role: 'readwrite', secret: new secretsmanager.Secret(s, 'Rw'), rotation: { type: 'single-user' } }],
+      { port: 6432 },
+    );
+    const endpoint = vpc.addInterfaceEndpoint('Sm', { service: ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER, open: false });
+    dbSetup.allowEndpointAccess(endpoint);
+    const all = resourcesOf(stack);
+    const sg = (g: ec2.SecurityGroup) => `<${logicalId(stack, g)}.GroupId>`;
+    const rules = Object.values(all)
+      .filter((r) => r.Type === 'AWS::EC2::SecurityGroupIngress')
+      .map((r) => `${flatten(r.Properties.GroupId)} <- ${flatten(r.Properties.SourceSecurityGroupId)}:${r.Properties.FromPort}-${r.Properties.ToPort}`);
+    const db = `<${stack.getLogicalId(stack.node.findChild('DbSg').node.defaultChild as any)}.GroupId>`;
+    const ep = `<${logicalId(stack, endpoint.node.findChild('SecurityGroup') as ec2.SecurityGroup)}.GroupId>`;
+    assert.deepEqual(rules.sort(), [
+      `${db} <- ${sg(dbSetup.securityGroup)}:6432-6432`,
+      `${db} <- ${sg(dbSetup.rotationSecurityGroup!)}:6432-6432`,
+      `${ep} <- ${sg(dbSetup.securityGroup)}:443-443`,
+      `${ep} <- ${sg(dbSetup.rotationSecurityGroup!)}:443-443`,
+    ].sort());
+  });
+
+  it('creates no rotation security group or schedule when no user is rotated', () => {
+    const { stack, dbSetup } = withUsers((s) => [
+      { username: 'app_rw', role: 'readwrite', secret: new secretsmanager.Secret(s, 'Rw') },
+    ]);
+    assert.equal(dbSetup.rotationSecurityGroup, undefined);
+    const t = Template.fromStack(stack);
+    t.resourceCountIs('AWS::SecretsManager::RotationSchedule', 0);
+    t.resourceCountIs('AWS::EC2::SecurityGroupIngress', 1);
+  });
+
+  it('needs no cdk-nag SMG4 acknowledgement for a rotated secret; an unrotated one still fails without it', () => {
+    const nagged = (rotation?: { type: 'single-user' }) => {
+      const h = withUsers(
+        (s) => [{ username: 'app_rw', role: 'readwrite', secret: new secretsmanager.Secret(s, 'Rw'), rotation }],
+        {},
+        { nag: true },
+      );
+      // The host stack's own findings (its admin secret, its VPC) are acknowledged here.
+      Validations.of(h.adminSecret).acknowledge({ id: 'AwsSolutions-SMG4', reason: 'test: the admin secret' });
+      Validations.of(h.stack).acknowledge({ id: 'AwsSolutions-VPC7', reason: 'test VPC without flow logs' });
+      return nagViolations(h.stack);
+    };
+    assert.deepEqual(nagged({ type: 'single-user' }), []);
+    assert.deepEqual(nagged(), ['AwsSolutions-SMG4 Host/Rw/Resource']);
+  });
+});
+
+describe('DbSetup.grantConnect (IAM database authentication)', () => {
+  function withInstance(iamAuthentication: boolean | undefined) {
+    const h = host();
+    const engine = rds.DatabaseInstanceEngine.postgres({ version: rds.PostgresEngineVersion.VER_16_13 });
+    const db = new rds.DatabaseInstance(h.stack, 'Db', {
+      engine,
+      vpc: h.vpc,
+      vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_ISOLATED },
+      iamAuthentication,
+      storageEncrypted: true,
+    });
+    const dbSetup = new DbSetup(h.stack, 'Setup', {
+      code: fixtureCode(),
+      vpc: h.vpc,
+      database: db,
+      adminSecret: db.secret!,
+      users: [
+        { username: 'app_iam', role: 'readonly', auth: 'iam' },
+        { username: 'app_rw', role: 'readwrite', secret: new secretsmanager.Secret(h.stack, 'Rw') },
+      ],
+    });
+    const role = new iam.Role(h.stack, 'App', { assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com') });
+    return { ...h, db, dbSetup, role };
+  }
+
+  /** The rds-db:connect statements of the stack. */
+  const connects = (stack: Stack) =>
+    allStatements(resourcesOf(stack))
+      .filter((s) => actions(s).includes('rds-db:connect'))
+      .map((s) => ({ actions: actions(s), resources: resources(s) }));
+
+  it("grants rds-db:connect on the instance's DbiResourceId and the user name, like rds.DatabaseInstance.grantConnect", () => {
+    const { stack, db, dbSetup, role } = withInstance(true);
+    dbSetup.grantConnect(role, 'app_iam');
+    // The same ARN as aws-cdk-lib builds for the instance.
+    const other = new iam.Role(stack, 'Other', { assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com') });
+    db.grantConnect(other, 'app_iam');
+    const dbId = logicalId(stack, db);
+    const arn = `arn:<AWS::Partition>:rds-db:<AWS::Region>:<AWS::AccountId>:dbuser:<${dbId}.DbiResourceId>/app_iam`;
+    assert.deepEqual(connects(stack), [
+      { actions: ['rds-db:connect'], resources: [arn] },
+      { actions: ['rds-db:connect'], resources: [arn] },
+    ]);
+  });
+
+  it('uses databaseResourceId when the database is not an RDS construct, and a cluster resource id', () => {
+    const h = withUsers(() => [{ username: 'app_iam', role: 'readonly', auth: 'iam' }], { databaseResourceId: 'db-ABCDEFGHIJKL' });
+    const role = new iam.Role(h.stack, 'App', { assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com') });
+    h.dbSetup.grantConnect(role, 'app_iam');
+    assert.deepEqual(connects(h.stack)[0].resources, [
+      'arn:<AWS::Partition>:rds-db:<AWS::Region>:<AWS::AccountId>:dbuser:db-ABCDEFGHIJKL/app_iam',
+    ]);
+
+    const c = host();
+    const cluster = rds.DatabaseCluster.fromDatabaseClusterAttributes(c.stack, 'Cluster', {
+      clusterIdentifier: 'shared',
+      clusterResourceIdentifier: 'cluster-XYZ',
+      securityGroups: [c.database],
+      port: 5432,
+    });
+    const setup = new DbSetup(c.stack, 'Setup', {
+      code: fixtureCode(),
+      vpc: c.vpc,
+      database: cluster,
+      adminSecret: new secretsmanager.Secret(c.stack, 'Admin'),
+      users: [{ username: 'app_iam', role: 'readonly', auth: 'iam' }],
+    });
+    setup.grantConnect(new iam.Role(c.stack, 'App', { assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com') }), 'app_iam');
+    assert.deepEqual(connects(c.stack)[0].resources, [
+      'arn:<AWS::Partition>:rds-db:<AWS::Region>:<AWS::AccountId>:dbuser:cluster-XYZ/app_iam',
+    ]);
+  });
+
+  it('refuses an unknown user, a password user, a database with IAM authentication off, or no resource id', () => {
+    const { dbSetup, role } = withInstance(true);
+    assert.throws(() => dbSetup.grantConnect(role, 'nobody'), {
+      message: "DbSetup.grantConnect: nobody is not one of this construct's users",
+    });
+    assert.throws(() => dbSetup.grantConnect(role, 'app_rw'), {
+      message:
+        "DbSetup.grantConnect: app_rw logs in with a password, not IAM: set auth: 'iam' on the user to use IAM authentication",
+    });
+    for (const off of [false, undefined]) {
+      const w = withInstance(off);
+      assert.throws(() => w.dbSetup.grantConnect(w.role, 'app_iam'), {
+        message: 'DbSetup.grantConnect: the database has IAM authentication turned off: set iamAuthentication: true on it',
+      });
+    }
+    const noId = withUsers(() => [{ username: 'app_iam', role: 'readonly', auth: 'iam' }]);
+    assert.throws(() => noId.dbSetup.grantConnect(role, 'app_iam'), /needs the database resource id: pass an rds.DatabaseInstance/);
   });
 });
 

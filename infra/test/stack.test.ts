@@ -1,13 +1,15 @@
 /** The example stack, as bin/app.ts synthesizes it (fixture code instead of `make package`). */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Stack } from 'aws-cdk-lib';
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { Stack, Validations } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { DatabaseStack } from '../lib/database-stack';
-import { DEFAULT_MIGRATIONS_DIR, hashMigrations } from '../lib/db-setup';
-import { actions, allStatements, fixtureCode, flatten, newApp, resources } from './util';
+import { DEFAULT_MIGRATIONS_DIR, hashMigrations, REPO_ROOT } from '../lib/db-setup';
+import { actions, allStatements, fixtureCode, flatten, nagViolations, newApp, resources } from './util';
 
 function synth(responseMode: 'direct' | 'provider' = 'direct') {
   const app = newApp();
@@ -63,12 +65,22 @@ describe('network', () => {
     assert.equal(byService.s3.VpcEndpointType, 'Gateway');
   });
 
-  it('opens the Secrets Manager endpoint and the database to the function only', () => {
+  it('opens the Secrets Manager endpoint and the database to the function and the rotation functions only', () => {
     const { stack, id } = direct;
-    const fnSg = { 'Fn::GetAtt': [id(stack.dbSetup.securityGroup), 'GroupId'] };
-    const ingress = Object.values(res).filter((r) => r.Type === 'AWS::EC2::SecurityGroupIngress');
-    assert.equal(ingress.length, 2);
-    for (const rule of ingress) assert.deepEqual(rule.Properties.SourceSecurityGroupId, fnSg);
+    const sg = (g: ec2.SecurityGroup) => `<${id(g)}.GroupId>`;
+    const endpointSg = Object.keys(res).find((k) => k.startsWith('VpcSecretsManagerSecurityGroup') && res[k].Type === 'AWS::EC2::SecurityGroup')!;
+    const dbSg = `<${stack.resolve(stack.database.connections.securityGroups[0].securityGroupId)['Fn::GetAtt'][0]}.GroupId>`;
+    const rules = Object.values(res)
+      .filter((r) => r.Type === 'AWS::EC2::SecurityGroupIngress')
+      .map((r) => `${flatten(r.Properties.GroupId)} <- ${flatten(r.Properties.SourceSecurityGroupId)}:${r.Properties.FromPort}`);
+    const fn = sg(stack.dbSetup.securityGroup);
+    const rotation = sg(stack.dbSetup.rotationSecurityGroup!);
+    assert.deepEqual(rules.sort(), [
+      `${dbSg} <- ${fn}:5432`,
+      `${dbSg} <- ${rotation}:5432`,
+      `<${endpointSg}.GroupId> <- ${fn}:443`,
+      `<${endpointSg}.GroupId> <- ${rotation}:443`,
+    ].sort());
     template.allResourcesProperties('AWS::EC2::SecurityGroup', {
       SecurityGroupIngress: Match.absent(),
     });
@@ -87,6 +99,7 @@ describe('database', () => {
       DeletionProtection: true,
       CACertificateIdentifier: 'rds-ca-rsa2048-g1',
       DBName: 'app',
+      EnableIAMDatabaseAuthentication: true,
     });
     template.resourceCountIs('AWS::SecretsManager::SecretTargetAttachment', 1);
   });
@@ -98,16 +111,15 @@ describe('database', () => {
     template.hasResourceProperties('AWS::RDS::DBInstance', { DBParameterGroupName: { Ref: pgId } });
   });
 
-  it('has one placeholder secret per application user', () => {
-    for (const name of ['app_rw', 'app_ro']) {
-      template.hasResourceProperties('AWS::SecretsManager::Secret', {
-        GenerateSecretString: Match.objectLike({
-          SecretStringTemplate: JSON.stringify({ username: name }),
-          GenerateStringKey: 'password',
-        }),
-      });
-    }
-    template.resourceCountIs('AWS::SecretsManager::Secret', 3);
+  it('has one placeholder secret per password user, none for the IAM user', () => {
+    template.hasResourceProperties('AWS::SecretsManager::Secret', {
+      GenerateSecretString: Match.objectLike({
+        SecretStringTemplate: JSON.stringify({ username: 'app_rw' }),
+        GenerateStringKey: 'password',
+      }),
+    });
+    assert.deepEqual(Object.keys(direct.stack.userSecrets), ['app_rw']);
+    template.resourceCountIs('AWS::SecretsManager::Secret', 2);
   });
 });
 
@@ -145,7 +157,7 @@ describe('function', () => {
     assert.equal(flatten(env.DB_SETUP_ADMIN_SECRET_ID), `<${stack.resolve(stack.database.secret!.secretArn).Ref}>`);
     assert.deepEqual(JSON.parse(flatten(env.DB_SETUP_USERS)), [
       { username: 'app_rw', role: 'readwrite', secretId: secret('app_rw') },
-      { username: 'app_ro', role: 'readonly', secretId: secret('app_ro') },
+      { username: 'app_ro', role: 'readonly', auth: 'iam' },
     ]);
     assert.equal(env.DB_SETUP_RESPONSE_MODE, 'direct');
     assert.equal(env.DB_SETUP_TLS, 'verify-full');
@@ -207,7 +219,7 @@ describe('permissions', () => {
   const { stack, res, id, fnId } = direct;
   const statements = allStatements(res);
   const admin = `<${stack.resolve(stack.database.secret!.secretArn).Ref}>`;
-  const users = ['app_ro', 'app_rw'].map((n) => `<${id(stack.userSecrets[n])}>`).sort();
+  const users = [`<${id(stack.userSecrets.app_rw)}>`];
 
   it('reads the admin and user secrets, writes the user secrets only', () => {
     const sm = statements.filter((s) => actions(s).some((a) => a.startsWith('secretsmanager:')));
@@ -242,6 +254,76 @@ describe('permissions', () => {
       'AWSLambdaBasicExecutionRole',
       'AWSLambdaVPCAccessExecutionRole',
     ]);
+  });
+});
+
+describe('rotation and IAM users', () => {
+  const admin = (m: typeof direct) => `<${m.stack.resolve(m.stack.database.secret!.secretArn).Ref}>`;
+
+  it('rotates app_rw with the alternating-users hosted rotation, after the custom resource, in both modes', () => {
+    for (const m of [direct, provider]) {
+      const schedules = Object.values(m.res).filter((r) => r.Type === 'AWS::SecretsManager::RotationSchedule');
+      assert.equal(schedules.length, 1);
+      const [schedule] = schedules;
+      const crId = Object.keys(m.res).find((k) => m.res[k].Type === 'Custom::DbSetup');
+      assert.deepEqual(schedule.DependsOn, [crId]);
+      assert.equal(flatten(schedule.Properties.SecretId), `<${m.id(m.stack.userSecrets.app_rw)}>`);
+      const hosted = schedule.Properties.HostedRotationLambda;
+      assert.equal(hosted.RotationType, 'PostgreSQLMultiUser');
+      assert.equal(flatten(hosted.MasterSecretArn), admin(m));
+      assert.equal(flatten(hosted.VpcSecurityGroupIds), `<${m.id(m.stack.dbSetup.rotationSecurityGroup!)}.GroupId>`);
+      const isolated = m.stack.vpc.isolatedSubnets.map((s) => `<${m.stack.resolve(s.subnetId).Ref}>`);
+      assert.equal(flatten(hosted.VpcSubnetIds), isolated.join(','));
+      assert.deepEqual(schedule.Properties.RotationRules, { ScheduleExpression: 'rate(30 days)' });
+    }
+  });
+
+  it('lets the stand-in application role connect as app_ro, and only as app_ro', () => {
+    const { stack, res, id } = direct;
+    const connects = allStatements(res).filter((s) => actions(s).some((a) => a.startsWith('rds-db:')));
+    assert.deepEqual(
+      connects.map((s) => ({ actions: actions(s), resources: resources(s) })),
+      [
+        {
+          actions: ['rds-db:connect'],
+          resources: [`arn:<AWS::Partition>:rds-db:<AWS::Region>:<AWS::AccountId>:dbuser:<${id(stack.database)}.DbiResourceId>/app_ro`],
+        },
+      ],
+    );
+    const policy = Object.values(res).find(
+      (r) => r.Type === 'AWS::IAM::Policy' && r.Properties.PolicyDocument.Statement.some((s: any) => s.Action === 'rds-db:connect'),
+    );
+    assert.deepEqual(policy.Properties.Roles, [{ Ref: id(stack.appRole) }]);
+  });
+
+  it('acknowledges cdk-nag SMG4 only on secrets without rotation', () => {
+    const acks = (c: { node: { metadata: { type: string; data: unknown }[] } }) =>
+      c.node.metadata
+        .filter((m) => m.type === Validations.ACKNOWLEDGED_RULES_METADATA_KEY)
+        .flatMap((m) => Object.keys(m.data as Record<string, string>))
+        .map((key) => key.replace(/^Annotation::/, ''));
+    const { stack } = direct;
+    assert.deepEqual(acks(stack.database.node.findChild('Secret')), ['AwsSolutions-SMG4']);
+    assert.deepEqual(acks(stack.userSecrets.app_rw), []);
+    assert.ok(!acks(stack).includes('AwsSolutions-SMG4'), 'no stack-wide SMG4 acknowledgement');
+    // A password user configured without rotation: acknowledged with its reason, nag-clean.
+    const plain = new DatabaseStack(newApp(), 'Plain', {
+      code: fixtureCode(),
+      architecture: lambda.Architecture.ARM_64,
+      users: [{ username: 'app_rw', role: 'readwrite' }],
+    });
+    assert.deepEqual(acks(plain.userSecrets.app_rw), ['AwsSolutions-SMG4']);
+    assert.deepEqual(nagViolations(plain), []);
+    assert.equal(plain.dbSetup.rotationSecurityGroup, undefined);
+  });
+
+  it('has the resource counts docs/deploy.md and the README quote', () => {
+    // `cdk synth` adds AWS::CDK::Metadata (version reporting), which the test app leaves out.
+    const count = (m: typeof direct) => Object.keys(m.res).length + 1;
+    const deployMd = readFileSync(path.join(REPO_ROOT, 'docs', 'deploy.md'), 'utf8');
+    const readme = readFileSync(path.join(REPO_ROOT, 'README.md'), 'utf8');
+    assert.match(deployMd, new RegExp(`\\(${count(direct)} resources in direct mode, ${count(provider)} in provider mode`));
+    assert.match(readme, new RegExp(`example stack creates \\(${count(direct)} resources`));
   });
 });
 

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { App, Validations } from 'aws-cdk-lib';
+import { App, type Stack, Validations } from 'aws-cdk-lib';
+import { Template } from 'aws-cdk-lib/assertions';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { AwsSolutionsChecks } from 'cdk-nag';
 
@@ -63,3 +64,21 @@ export const actions = (s: Statement): string[] => [s.Action].flat();
 
 /** A statement's resources, flattened to strings. */
 export const resources = (s: Statement): string[] => [s.Resource].flat().map(flatten);
+
+/**
+ * The cdk-nag findings that fail a synthesis of the stack's app, as `rule path` strings
+ * (empty when it passes), read from the validation report the failure points to.
+ */
+export function nagViolations(stack: Stack): string[] {
+  try {
+    Template.fromStack(stack);
+    return [];
+  } catch (e) {
+    const report = /found in: (\S+)/.exec(String(e))?.[1];
+    if (report === undefined) throw e;
+    const json = JSON.parse(readFileSync(report, 'utf8'));
+    return json.pluginReports.flatMap((p: any) =>
+      p.violations.flatMap((v: any) => v.violatingConstructs.map((c: any) => `${v.ruleName} ${c.constructPath}`)),
+    );
+  }
+}
