@@ -79,9 +79,18 @@ start_pg16() {
   as_pg "$bin/initdb" -D "$dir/pg16/data" -U postgres --pwfile="$dir/pg16/pwfile" \
     --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --no-instructions >"$dir/pg16/initdb.log" 2>&1 ||
     { cat "$dir/pg16/initdb.log" >&2; die "initdb (PostgreSQL 16) failed"; }
+  # Like an estate's own rules: logins of roles named *_hbareject are refused
+  # over TCP whatever their password (SQLSTATE 28000, as a pg_hba.conf reject
+  # rule or an RDS refusal gives); first match wins, so the rule goes first.
+  { printf 'host all /_hbareject$ 127.0.0.1/32 reject\n'; cat "$dir/pg16/data/pg_hba.conf"; } >"$dir/pg16/pg_hba.conf"
+  mv "$dir/pg16/pg_hba.conf" "$dir/pg16/data/pg_hba.conf"
+  own_for_pg "$dir/pg16"
   as_pg "$bin/pg_ctl" -D "$dir/pg16/data" -l "$dir/pg16/log" -w -t 30 \
     -o "-h 127.0.0.1 -p $port -k $dir/pg16 -c max_connections=300 -c fsync=off -c shared_buffers=64MB" start >/dev/null ||
     { cat "$dir/pg16/log" >&2; die "PostgreSQL 16 did not start"; }
+  # RDS's role for IAM database authentication; here a plain stand-in.
+  as_pg "$bin/psql" -X -q -h "$dir/pg16" -p "$port" -U postgres -d postgres -c "CREATE ROLE rds_iam NOLOGIN" >/dev/null ||
+    die "could not create the rds_iam stand-in role"
   cat >>"$dir/env" <<EOF
 export DB_SETUP_TEST_PG_HOST=127.0.0.1
 export DB_SETUP_TEST_PG_PORT=$port
