@@ -708,3 +708,45 @@ async fn a_tablecreator_cannot_plant_objects_a_later_migration_resolves() {
     assert_eq!(d.db.query("SELECT lower('ABC'::varchar)").await, ["abc"]);
     d.scan().await;
 }
+
+#[tokio::test]
+async fn a_deployment_from_before_marks_is_taken_over_without_a_change() {
+    // What an older db-setup left: a group and a user without marks, the
+    // user's secret logging in.
+    let seed = Deployment::new(Setup::new("legacy_seed")).await;
+    let prefix = unique("legacy");
+    let user = format!("{prefix}_rw");
+    let group = format!("{prefix}_readwrite");
+    seed.db
+        .query(&format!(
+            "CREATE ROLE {group} NOLOGIN; CREATE ROLE {user} LOGIN PASSWORD 'legacy-password-1'; GRANT {group} TO {user}"
+        ))
+        .await;
+    let secret = secret_name("legacy");
+    create_secret(
+        &seed.sm,
+        &secret,
+        &json!({"username": user, "password": "legacy-password-1"}),
+    )
+    .await;
+    let mut d = deployment(
+        "legacy",
+        json!([{"username": user, "role": "readwrite", "secretId": secret}]),
+        vec![("DB_SETUP_ROLE_PREFIX", prefix.clone())],
+    )
+    .await;
+    let (_, put) = d.request("Create", props()).await;
+    assert_eq!(put.body["Status"], "SUCCESS", "{}", put.body);
+    assert_eq!(put.body["Data"]["UsersRotated"], "0", "{}", put.body);
+    assert!(d.logs_in(&user, "legacy-password-1").await);
+    assert!(
+        comment(&d, &user).await.starts_with("db-setup {"),
+        "the user is marked"
+    );
+    assert!(
+        comment(&d, &group).await.starts_with("db-setup {"),
+        "the group is marked"
+    );
+    d.users.push((user, secret));
+    d.scan().await;
+}
