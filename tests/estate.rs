@@ -750,3 +750,30 @@ async fn a_deployment_from_before_marks_is_taken_over_without_a_change() {
     d.users.push((user, secret));
     d.scan().await;
 }
+
+#[tokio::test]
+async fn a_held_role_lock_is_reported_as_the_role_lock() {
+    let d = Deployment::new(Setup {
+        users: &[("rw", "readwrite")],
+        env: vec![("DB_SETUP_LOCK_WAIT", "1s".into())],
+        ..Setup::new("rolelock")
+    })
+    .await;
+    // Another deploy of this database is in its users step.
+    let holder = d.db.connect().await;
+    holder
+        .client()
+        .simple_query(&format!(
+            "SELECT pg_advisory_lock({})",
+            db_setup::migrate::lock::ROLE_KEY
+        ))
+        .await
+        .unwrap();
+    let (_, put) = d.request("Create", props()).await;
+    assert_eq!(put.body["Status"], "FAILED", "{}", put.body);
+    let r = reason(&put);
+    assert!(r.contains("waiting for the role lock"), "{r}");
+    assert!(r.contains("creating its application users"), "{r}");
+    assert!(!r.contains("migration"), "not the migration lock: {r}");
+    d.scan().await;
+}
