@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::db::TlsMode;
+use crate::db::{Target, TlsMode};
 use crate::duration::parse_duration;
 use crate::migrate::TransactionMode;
+use crate::secrets::RdsCredentials;
 use crate::users::{Auth, RoleTemplate, UserSpec};
 
 /// How the function answers a CloudFormation request.
@@ -48,6 +49,34 @@ pub struct DbOverrides {
     /// Database.
     pub dbname: Option<String>,
 }
+
+/// The admin secret names no host and `DB_SETUP_DB_HOST` is not set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoHost;
+
+impl DbOverrides {
+    /// Where to connect as the admin: each of host, port and database from
+    /// the configuration when set, else from the admin secret, else the
+    /// PostgreSQL defaults (port 5432, database `postgres`; a host has none).
+    pub fn resolve(&self, creds: RdsCredentials) -> Result<Target, NoHost> {
+        Ok(Target {
+            host: self.host.clone().or(creds.host).ok_or(NoHost)?,
+            port: self.port.or(creds.port).unwrap_or(DEFAULT_PORT),
+            dbname: self
+                .dbname
+                .clone()
+                .or(creds.dbname)
+                .unwrap_or_else(|| DEFAULT_DATABASE.into()),
+            user: creds.username,
+            password: creds.password,
+        })
+    }
+}
+
+/// PostgreSQL's default port.
+pub const DEFAULT_PORT: u16 = 5432;
+/// PostgreSQL's default database.
+pub const DEFAULT_DATABASE: &str = "postgres";
 
 /// Everything the function needs to know.
 #[derive(Debug, Clone, PartialEq)]
@@ -434,6 +463,46 @@ mod tests {
             err(r#"[{"username": "x", "role": "readonly", "secretId": "s"}, {"username": "x_clone", "role": "readonly", "secretId": "t"}]"#)
                 .contains("x_clone is the rotation clone")
         );
+    }
+
+    #[test]
+    fn the_admin_target_takes_overrides_then_the_secret_then_defaults() {
+        use crate::secret::SecretString;
+        let creds = |host: Option<&str>, port, dbname: Option<&str>| RdsCredentials {
+            username: "master".into(),
+            password: SecretString::new("pw"),
+            host: host.map(str::to_string),
+            port,
+            dbname: dbname.map(str::to_string),
+        };
+        let none = DbOverrides::default();
+        let t = none
+            .resolve(creds(Some("db.x"), Some(6432), Some("app")))
+            .unwrap();
+        assert_eq!(
+            (t.endpoint(), t.user.as_str()),
+            ("db.x:6432/app".into(), "master")
+        );
+        // An RDS-managed master secret: username and password only.
+        assert_eq!(none.resolve(creds(None, None, None)).unwrap_err(), NoHost);
+        let overrides = DbOverrides {
+            host: Some("proxy.y".into()),
+            port: None,
+            dbname: Some("orders".into()),
+        };
+        let t = overrides.resolve(creds(None, None, None)).unwrap();
+        assert_eq!(t.endpoint(), "proxy.y:5432/orders");
+        let t = overrides
+            .resolve(creds(Some("db.x"), Some(6432), Some("app")))
+            .unwrap();
+        assert_eq!(t.endpoint(), "proxy.y:6432/orders");
+        let t = DbOverrides {
+            host: Some("h".into()),
+            ..DbOverrides::default()
+        }
+        .resolve(creds(None, None, None))
+        .unwrap();
+        assert_eq!(t.endpoint(), "h:5432/postgres");
     }
 
     #[test]

@@ -69,24 +69,12 @@ impl<S: SecretStore + 'static> LiveSetup<S> {
                 })
             })?;
         let creds = parse_rds_secret(id, &secret.text)?;
-        let overrides = &self.config.db;
-        let host = overrides
-            .host
-            .clone()
-            .or(creds.host)
-            .ok_or(SetupError::NoHost)?;
         Ok(Admin {
-            target: Target {
-                host,
-                port: overrides.port.or(creds.port).unwrap_or(5432),
-                dbname: overrides
-                    .dbname
-                    .clone()
-                    .or(creds.dbname)
-                    .unwrap_or_else(|| "postgres".into()),
-                user: creds.username,
-                password: creds.password,
-            },
+            target: self
+                .config
+                .db
+                .resolve(creds)
+                .map_err(|_| SetupError::NoHost)?,
             secret_arn: secret.arn,
         })
     }
