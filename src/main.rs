@@ -88,6 +88,7 @@ async fn live_setup(config: Config) -> Result<LiveSetup<SecretsManager>, String>
     info!(
         migrations = migrations.migrations().len(),
         last = migrations.last().unwrap_or(""),
+        migrations_sha256 = db_setup::migrate::package_hash(),
         users = config.users.len(),
         response_mode = ?config.response_mode,
         tls = %config.tls,
