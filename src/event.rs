@@ -607,6 +607,89 @@ mod tests {
         );
     }
 
+    fn deep(depth: usize) -> String {
+        format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    #[test]
+    fn raw_payloads_parse_like_values() {
+        let e = create();
+        assert_eq!(parse_raw(&e.to_string()), parse(&e));
+        let action = json!({"action": "migrate", "to": "003_x"});
+        assert_eq!(parse_raw(&action.to_string()), parse(&action));
+        for other in ["null", "[1]", "\"Create\"", "{}"] {
+            let v: Value = serde_json::from_str(other).unwrap();
+            assert_eq!(parse_raw(other), parse(&v), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_field_nested_too_deep_is_named_and_the_reply_still_found() {
+        for field in [
+            "ResourceProperties",
+            "OldResourceProperties",
+            "Extra",
+            "RequestType",
+        ] {
+            let mut e = create();
+            e[field] = json!("DEEP");
+            let raw = e.to_string().replace("\"DEEP\"", &deep(MAX_DEPTH + 10));
+            assert!(
+                serde_json::from_str::<Value>(&raw).is_err(),
+                "too deep for a Value"
+            );
+            let err = parse_raw(&raw).unwrap_err();
+            assert_eq!(
+                err.problems,
+                vec![format!(
+                    "{field} is nested more than {MAX_DEPTH} levels deep: it cannot be read"
+                )],
+                "{field}"
+            );
+            let reply = err.reply.unwrap();
+            assert_eq!(reply.request_id, "req-1");
+            assert!(reply.response_url.is_some());
+        }
+        // Within the limit, an unknown field is ignored as before.
+        let mut e = create();
+        e["Extra"] = json!("DEEP");
+        let raw = e.to_string().replace("\"DEEP\"", &deep(100));
+        assert!(parse_raw(&raw).is_ok());
+        // Deep without any CloudFormation field: an error without a reply.
+        let err = parse_raw(&format!("{{\"x\": {}}}", deep(300))).unwrap_err();
+        assert!(err.reply.is_none() && err.problems[0].contains("x is nested"));
+        let err = parse_raw(&deep(300)).unwrap_err();
+        assert!(err.to_string().contains("must be a JSON object"), "{err}");
+    }
+
+    #[test]
+    fn null_ids_are_refused_by_name() {
+        for field in ["StackId", "RequestId", "LogicalResourceId"] {
+            let mut e = create();
+            e[field] = Value::Null;
+            let err = parse(&e).unwrap_err();
+            assert_eq!(
+                err.problems,
+                vec![format!("{field} is null: it must be a non-empty string")]
+            );
+        }
+        // Optional fields may be null.
+        let mut e = create();
+        e["PhysicalResourceId"] = Value::Null;
+        assert!(parse(&e).is_ok());
+    }
+
+    #[test]
+    fn the_service_token_is_kept() {
+        let Request::CloudFormation(r) = parse(&create()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            r.reply.service_token.as_deref(),
+            Some("arn:aws:lambda:us-east-1:123456789012:function:db-setup")
+        );
+    }
+
     #[test]
     fn manual_actions_parse_with_options() {
         assert_eq!(

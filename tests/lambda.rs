@@ -510,6 +510,19 @@ async fn in_provider_mode_a_direct_resources_events_are_answered_by_put() {
     assert_eq!(outcome.response()["Status"], "SUCCESS");
     let (_, put) = d.request("Delete", props()).await;
     assert_eq!(put.body["Status"], "SUCCESS", "{}", put.body);
+    // A broken one is answered FAILED the same way.
+    let mut broken = cfn_event("Update", "", json!({"TransactionMode": "sometimes"}));
+    broken["PhysicalResourceId"] = json!("db-setup-DbSetup");
+    let (_, put) = d.request_event(broken).await;
+    assert_eq!(put.body["Status"], "FAILED", "{}", put.body);
+    assert!(
+        put.body["Reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("TransactionMode"),
+        "{}",
+        put.body
+    );
     d.scan().await;
 }
 
