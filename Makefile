@@ -58,7 +58,7 @@ test-rust: setup ## Unit and integration tests against real PostgreSQL 16, Postg
 	rm -f target/secret-scan.log
 	$(SERVERS) run -- cargo test --locked
 	@awk '{s++; p+=$$1; b+=$$2} END {if (s == 0) {print "the secret scan did not run" > "/dev/stderr"; exit 1} \
-	  printf "secret scan: %d scans, %d passwords looked for in %d bytes the function printed, returned or PUT: none found\n", s, p, b}' \
+	  printf "secret scan: %d scans, %d secrets (passwords, ResponseURL queries and signatures, SCRAM verifiers) looked for in %d bytes the function printed, returned or PUT: none found\n", s, p, b}' \
 	  target/secret-scan.log
 
 test-local-loop: setup ## The local loop end to end: the function under cargo lambda watch (make demo)
@@ -98,7 +98,10 @@ package: setup ## Build the Lambda package target/lambda/db-setup/bootstrap (ARC
 	  *) echo "ARCH must be arm64 or x86_64" >&2; exit 2;; esac; \
 	  rustup target list --installed | grep -qx $$t || rustup target add $$t; \
 	  set -x; cargo lambda build --release --locked --bin db-setup --features vendored-openssl $$f
-	@ls -l target/lambda/db-setup/bootstrap
+	@# The migrations this binary embeds, read from it: the CDK construct refuses to synthesize
+	@# a template whose MigrationsHash differs (a stale package would make the Update a no-op).
+	scripts/migrations-hash.sh target/lambda/db-setup/bootstrap > target/lambda/db-setup/migrations.sha256
+	@ls -l target/lambda/db-setup/bootstrap target/lambda/db-setup/migrations.sha256
 
 synth: ## cdk synth (needs make package)
 	npm --prefix infra run synth

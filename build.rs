@@ -1,12 +1,17 @@
 //! Makes cargo rebuild when a migration is added, removed or edited, and
 //! refuses a bad `migrations/` directory at compile time with the same
-//! checks the runtime applies (the parser is shared, not copied).
+//! checks the runtime applies (the parser is shared, not copied). Passes the
+//! set's `MigrationsHash` (the same function as the runtime's) to the crate
+//! as `DB_SETUP_MIGRATIONS_SHA256`: the binary carries it as a marker, which
+//! `make package` writes beside the bootstrap for the CDK construct.
 
 use std::path::Path;
 
 #[allow(dead_code)]
 #[path = "src/duration.rs"]
 mod duration;
+#[path = "src/migrate/hash.rs"]
+mod hash;
 #[allow(dead_code)]
 #[path = "src/migrate/parse.rs"]
 mod parse;
@@ -20,6 +25,7 @@ fn main() {
     println!("cargo:rerun-if-changed={}", dir.display());
     println!("cargo:rerun-if-changed=src/migrate/parse.rs");
     println!("cargo:rerun-if-changed=src/migrate/sql.rs");
+    println!("cargo:rerun-if-changed=src/migrate/hash.rs");
 
     let mut files = Vec::new();
     let entries = match std::fs::read_dir(&dir) {
@@ -38,6 +44,10 @@ fn main() {
         files.push((name, bytes));
     }
     files.sort();
+    println!(
+        "cargo:rustc-env=DB_SETUP_MIGRATIONS_SHA256={}",
+        hash::set_hash(&files)
+    );
     if let Err(errors) = parse::parse_set(files) {
         fail(&errors.to_string());
     }

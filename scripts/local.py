@@ -113,6 +113,8 @@ def start_environment(state, receiver_port):
         "DB_SETUP_USERS": json.dumps([{"username": USERNAME, "role": "readwrite", "secretId": USER_SECRET}]),
         "DB_SETUP_TLS": "disable",
         "DB_SETUP_RESPONSE_MODE": "direct",
+        # The response receiver is local (production answers only https on AWS hosts).
+        "DB_SETUP_ALLOW_LOCAL_RESPONSE_URL": "true",
         "DB_SETUP_LOG_FORMAT": "text",
         "AWS_ENDPOINT_URL": env["AWS_ENDPOINT_URL"],
         "AWS_REGION": env["AWS_REGION"],

@@ -254,6 +254,14 @@ impl Config {
         }
     }
 
+    /// `DB_SETUP_ALLOW_LOCAL_RESPONSE_URL`: answer any http(s) ResponseURL,
+    /// not only `https` on AWS hosts (the local loop and the tests). Read even
+    /// when the rest of the configuration is invalid; anything but `true` is false.
+    pub fn allow_local_response_url_from_env(env: impl Fn(&str) -> Option<String>) -> bool {
+        env("DB_SETUP_ALLOW_LOCAL_RESPONSE_URL")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    }
+
     /// The response mode to use even when the configuration is invalid: the
     /// configured one if it parses, else direct (the default).
     pub fn response_mode_from_env(env: impl Fn(&str) -> Option<String>) -> ResponseMode {
@@ -513,6 +521,27 @@ mod tests {
         ]))
         .unwrap();
         assert!(c.json_logs);
+    }
+
+    #[test]
+    fn local_response_urls_are_allowed_only_when_asked() {
+        assert!(!Config::allow_local_response_url_from_env(env(&[])));
+        for (v, allowed) in [
+            ("true", true),
+            (" TRUE ", true),
+            ("1", false),
+            ("yes", false),
+            ("false", false),
+        ] {
+            assert_eq!(
+                Config::allow_local_response_url_from_env(env(&[(
+                    "DB_SETUP_ALLOW_LOCAL_RESPONSE_URL",
+                    v
+                )])),
+                allowed,
+                "{v}"
+            );
+        }
     }
 
     #[test]

@@ -82,6 +82,18 @@ impl SetupError {
         self.to_string()
     }
 
+    /// PostgreSQL's DETAIL, for the log only: it can hold row values, so
+    /// [`SetupError::reason`] leaves it out.
+    pub fn server_detail(&self) -> Option<&str> {
+        let server = match self {
+            SetupError::Migrate(e) => e.server_error(),
+            SetupError::Users(e) => e.server_error(),
+            SetupError::Database { error, .. } => Some(error),
+            _ => None,
+        };
+        server.and_then(|s| s.detail.as_deref())
+    }
+
     /// A short error type for the Lambda diagnostic.
     pub fn kind(&self) -> &'static str {
         match self {

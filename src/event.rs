@@ -7,7 +7,10 @@
 
 use std::fmt;
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::migrate::TransactionMode;
@@ -56,6 +59,9 @@ pub struct ReplyTo {
     pub logical_resource_id: String,
     /// `PhysicalResourceId`, on Update and Delete.
     pub physical_resource_id: Option<String>,
+    /// `ServiceToken`: whom CloudFormation invoked for this resource (the
+    /// function itself in direct mode, the Provider framework otherwise).
+    pub service_token: Option<String>,
 }
 
 impl ReplyTo {
@@ -149,8 +155,16 @@ fn describe(v: &Value) -> &'static str {
     }
 }
 
+/// Top-level fields that are present but could not be read (each already a problem).
+type Unreadable = [(String, String)];
+
+fn is_unreadable(unreadable: &Unreadable, key: &str) -> bool {
+    unreadable.iter().any(|(k, _)| k == key)
+}
+
 struct Fields<'a> {
     map: &'a Map<String, Value>,
+    unreadable: &'a Unreadable,
     problems: Vec<String>,
 }
 
@@ -179,12 +193,20 @@ impl Fields<'_> {
         }
     }
 
+    /// A field CloudFormation always sends: missing or `null` is a problem.
     fn required(&mut self, key: &str, max: usize) -> String {
-        let value = self.string(key, max);
-        if value.is_none() && !self.map.contains_key(key) {
-            self.problems.push(format!("{key} is missing"));
+        match self.map.get(key) {
+            Some(Value::Null) => {
+                self.problems
+                    .push(format!("{key} is null: it must be a non-empty string"));
+                String::new()
+            }
+            None if !is_unreadable(self.unreadable, key) => {
+                self.problems.push(format!("{key} is missing"));
+                String::new()
+            }
+            _ => self.string(key, max).unwrap_or_default(),
         }
-        value.unwrap_or_default()
     }
 }
 
@@ -271,12 +293,14 @@ fn parse_properties(name: &str, value: Option<&Value>, problems: &mut Vec<String
     props
 }
 
-fn parse_cfn(map: &Map<String, Value>) -> Result<CfnRequest, EventError> {
+fn parse_cfn(map: &Map<String, Value>, unreadable: &Unreadable) -> Result<CfnRequest, EventError> {
     let mut f = Fields {
         map,
-        problems: Vec::new(),
+        unreadable,
+        problems: unreadable.iter().map(|(_, p)| p.clone()).collect(),
     };
     let request_type = match map.get("RequestType") {
+        None if is_unreadable(unreadable, "RequestType") => None,
         None => {
             f.problems.push("RequestType is missing".into());
             None
@@ -313,6 +337,11 @@ fn parse_cfn(map: &Map<String, Value>) -> Result<CfnRequest, EventError> {
         request_id: f.required("RequestId", MAX_ID_LEN),
         logical_resource_id: f.required("LogicalResourceId", MAX_ID_LEN),
         physical_resource_id: f.string("PhysicalResourceId", MAX_ID_LEN),
+        service_token: map
+            .get("ServiceToken")
+            .and_then(Value::as_str)
+            .filter(|t| t.len() <= MAX_ID_LEN)
+            .map(str::to_string),
     };
     let mut problems = f.problems;
     let properties = parse_properties(
@@ -337,8 +366,8 @@ fn parse_cfn(map: &Map<String, Value>) -> Result<CfnRequest, EventError> {
     }
 }
 
-fn parse_action(map: &Map<String, Value>) -> Result<Action, EventError> {
-    let mut problems = Vec::new();
+fn parse_action(map: &Map<String, Value>, unreadable: &Unreadable) -> Result<Action, EventError> {
+    let mut problems: Vec<String> = unreadable.iter().map(|(_, p)| p.clone()).collect();
     let name = match map.get("action") {
         Some(Value::String(s)) => s.as_str(),
         Some(other) => {
@@ -388,24 +417,79 @@ fn parse_action(map: &Map<String, Value>) -> Result<Action, EventError> {
     }
 }
 
+fn not_an_object(what: &str) -> EventError {
+    EventError {
+        problems: vec![format!(
+            "the event must be a JSON object, not {what}: send a CloudFormation request or {{\"action\": \"status\"}}"
+        )],
+        reply: None,
+    }
+}
+
 /// Parses an invocation payload.
 pub fn parse(payload: &Value) -> Result<Request, EventError> {
     let Value::Object(map) = payload else {
-        return Err(EventError {
-            problems: vec![format!(
-                "the event must be a JSON object, not {}: send a CloudFormation request or {{\"action\": \"status\"}}",
-                describe(payload)
-            )],
-            reply: None,
-        });
+        return Err(not_an_object(describe(payload)));
     };
-    if map.contains_key("RequestType")
-        || map.contains_key("ResponseURL")
-        || map.contains_key("ResourceProperties")
-    {
-        parse_cfn(map).map(|r| Request::CloudFormation(Box::new(r)))
-    } else if map.contains_key("action") {
-        parse_action(map).map(Request::Action)
+    parse_object(map, &[])
+}
+
+/// Parses an invocation payload as the runtime received it (JSON text).
+///
+/// A payload nested deeper than serde_json's recursion limit (128) cannot be
+/// read into a [`Value`] at once, and the runtime would refuse it before the
+/// handler runs, leaving CloudFormation without an answer. Here the top level
+/// is read field by field, each kept as raw text (serde_json skips over a
+/// value without recursing), and only then is each field parsed: a field
+/// that cannot be read is a problem named in the FAILED response, and the
+/// other fields (the ResponseURL and the ids) are still found.
+pub fn parse_raw(payload: &str) -> Result<Request, EventError> {
+    let top: BTreeMap<String, &RawValue> = match serde_json::from_str(payload) {
+        Ok(top) => top,
+        Err(_) => {
+            return match serde_json::from_str::<Value>(payload) {
+                Ok(value) => parse(&value),
+                Err(e) => Err(not_an_object(&format!("unreadable JSON ({e})"))),
+            };
+        }
+    };
+    let mut map = Map::new();
+    let mut unreadable = Vec::new();
+    for (key, raw) in top {
+        match serde_json::from_str::<Value>(raw.get()) {
+            Ok(value) => {
+                map.insert(key, value);
+            }
+            Err(e) => {
+                let shown = truncate(&key, 40);
+                let problem = if e.to_string().contains("recursion limit") {
+                    format!(
+                        "{shown} is nested more than {MAX_DEPTH} levels deep: it cannot be read"
+                    )
+                } else {
+                    format!("{shown} cannot be read: {e}")
+                };
+                unreadable.push((key, problem));
+            }
+        }
+    }
+    parse_object(&map, &unreadable)
+}
+
+/// serde_json's recursion limit: the deepest a field's value may nest.
+pub const MAX_DEPTH: usize = 128;
+
+fn parse_object(map: &Map<String, Value>, unreadable: &Unreadable) -> Result<Request, EventError> {
+    let has = |key: &str| map.contains_key(key) || is_unreadable(unreadable, key);
+    if has("RequestType") || has("ResponseURL") || has("ResourceProperties") {
+        parse_cfn(map, unreadable).map(|r| Request::CloudFormation(Box::new(r)))
+    } else if has("action") {
+        parse_action(map, unreadable).map(Request::Action)
+    } else if !unreadable.is_empty() {
+        Err(EventError {
+            problems: unreadable.iter().map(|(_, p)| p.clone()).collect(),
+            reply: None,
+        })
     } else {
         Err(EventError {
             problems: vec![
@@ -520,6 +604,89 @@ mod tests {
         assert!(
             err.to_string()
                 .contains("property TargetMigration is too long")
+        );
+    }
+
+    fn deep(depth: usize) -> String {
+        format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    #[test]
+    fn raw_payloads_parse_like_values() {
+        let e = create();
+        assert_eq!(parse_raw(&e.to_string()), parse(&e));
+        let action = json!({"action": "migrate", "to": "003_x"});
+        assert_eq!(parse_raw(&action.to_string()), parse(&action));
+        for other in ["null", "[1]", "\"Create\"", "{}"] {
+            let v: Value = serde_json::from_str(other).unwrap();
+            assert_eq!(parse_raw(other), parse(&v), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_field_nested_too_deep_is_named_and_the_reply_still_found() {
+        for field in [
+            "ResourceProperties",
+            "OldResourceProperties",
+            "Extra",
+            "RequestType",
+        ] {
+            let mut e = create();
+            e[field] = json!("DEEP");
+            let raw = e.to_string().replace("\"DEEP\"", &deep(MAX_DEPTH + 10));
+            assert!(
+                serde_json::from_str::<Value>(&raw).is_err(),
+                "too deep for a Value"
+            );
+            let err = parse_raw(&raw).unwrap_err();
+            assert_eq!(
+                err.problems,
+                vec![format!(
+                    "{field} is nested more than {MAX_DEPTH} levels deep: it cannot be read"
+                )],
+                "{field}"
+            );
+            let reply = err.reply.unwrap();
+            assert_eq!(reply.request_id, "req-1");
+            assert!(reply.response_url.is_some());
+        }
+        // Within the limit, an unknown field is ignored as before.
+        let mut e = create();
+        e["Extra"] = json!("DEEP");
+        let raw = e.to_string().replace("\"DEEP\"", &deep(100));
+        assert!(parse_raw(&raw).is_ok());
+        // Deep without any CloudFormation field: an error without a reply.
+        let err = parse_raw(&format!("{{\"x\": {}}}", deep(300))).unwrap_err();
+        assert!(err.reply.is_none() && err.problems[0].contains("x is nested"));
+        let err = parse_raw(&deep(300)).unwrap_err();
+        assert!(err.to_string().contains("must be a JSON object"), "{err}");
+    }
+
+    #[test]
+    fn null_ids_are_refused_by_name() {
+        for field in ["StackId", "RequestId", "LogicalResourceId"] {
+            let mut e = create();
+            e[field] = Value::Null;
+            let err = parse(&e).unwrap_err();
+            assert_eq!(
+                err.problems,
+                vec![format!("{field} is null: it must be a non-empty string")]
+            );
+        }
+        // Optional fields may be null.
+        let mut e = create();
+        e["PhysicalResourceId"] = Value::Null;
+        assert!(parse(&e).is_ok());
+    }
+
+    #[test]
+    fn the_service_token_is_kept() {
+        let Request::CloudFormation(r) = parse(&create()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            r.reply.service_token.as_deref(),
+            Some("arn:aws:lambda:us-east-1:123456789012:function:db-setup")
         );
     }
 

@@ -149,6 +149,26 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Logs a failure with what PostgreSQL said in full: its DETAIL can hold row
+/// values, so it goes to the log only, never into a Reason or error.
+fn log_failure(e: &SetupError, message: &str) {
+    match e.server_detail() {
+        Some(detail) => error!(error = %e, detail, "{message}"),
+        None => error!(error = %e, "{message}"),
+    }
+}
+
+/// True when two Lambda function ARNs name the same function (a version or
+/// alias qualifier aside).
+fn same_function(a: &str, b: &str) -> bool {
+    let unqualified = |arn: &str| {
+        let parts: Vec<&str> = arn.split(':').collect();
+        (parts.len() >= 7 && parts[0] == "arn" && parts[2] == "lambda" && parts[5] == "function")
+            .then(|| parts[..7].join(":"))
+    };
+    matches!((unqualified(a), unqualified(b)), (Some(x), Some(y)) if x == y)
+}
+
 fn diagnostic(error_type: &str, message: String) -> Diagnostic {
     Diagnostic {
         error_type: error_type.into(),
@@ -183,9 +203,55 @@ impl<S: Setup> Handler<S> {
         }
     }
 
-    /// Handles one invocation. `deadline_ms` is the invocation's deadline
-    /// (milliseconds since the epoch) as the runtime gives it.
+    /// Handles one parsed invocation. `deadline_ms` is the invocation's
+    /// deadline (milliseconds since the epoch) as the runtime gives it.
+    /// Without the function's ARN, an event is answered in the configured
+    /// mode (see [`Handler::handle_raw`]).
     pub async fn handle(&self, payload: Value, deadline_ms: u64) -> Result<Value, Diagnostic> {
+        self.answer(event::parse(&payload), deadline_ms, None).await
+    }
+
+    /// Handles one invocation as the runtime delivers it: the payload's JSON
+    /// text (read by [`event::parse_raw`], so that no nesting keeps an event
+    /// with a ResponseURL from its answer), the deadline, and the ARN the
+    /// function was invoked as (an event whose ServiceToken is this function
+    /// comes straight from CloudFormation: it is answered by PUT even in
+    /// provider mode).
+    pub async fn handle_raw(
+        &self,
+        payload: &str,
+        deadline_ms: u64,
+        function_arn: &str,
+    ) -> Result<Value, Diagnostic> {
+        self.answer(event::parse_raw(payload), deadline_ms, Some(function_arn))
+            .await
+    }
+
+    /// How to answer this event: by PUT when the function is configured so,
+    /// or when CloudFormation invoked the function itself for this resource
+    /// (created in direct mode, then the function was switched to provider
+    /// mode); else by the invocation's result, for the Provider framework.
+    fn mode_for(&self, reply: &ReplyTo, function_arn: Option<&str>) -> ResponseMode {
+        match (self.mode, function_arn, reply.service_token.as_deref()) {
+            (ResponseMode::Provider, Some(own), Some(token))
+                if reply.response_url.is_some() && same_function(own, token) =>
+            {
+                warn!(
+                    "this resource's ServiceToken is this function itself (it was created in direct mode): \
+                     answering CloudFormation at its ResponseURL although DB_SETUP_RESPONSE_MODE=provider"
+                );
+                ResponseMode::Direct
+            }
+            (mode, _, _) => mode,
+        }
+    }
+
+    async fn answer(
+        &self,
+        parsed: Result<Request, event::EventError>,
+        deadline_ms: u64,
+        function_arn: Option<&str>,
+    ) -> Result<Value, Diagnostic> {
         let started = Instant::now();
         let budget = budget(deadline_ms, now_ms(), self.margin, self.fallback);
         if !budget.deadline_known {
@@ -195,9 +261,11 @@ impl<S: Setup> Handler<S> {
             );
         }
         let respond_until = started + budget.total;
-        match event::parse(&payload) {
+        match parsed {
             Ok(Request::CloudFormation(request)) => {
-                self.custom_resource(*request, budget, respond_until).await
+                let mode = self.mode_for(&request.reply, function_arn);
+                self.custom_resource(*request, mode, budget, respond_until)
+                    .await
             }
             Ok(Request::Action(action)) => {
                 info!(action = ?action, "manual action");
@@ -207,14 +275,17 @@ impl<S: Setup> Handler<S> {
                 })
                 .await
                 .map_err(|e| {
-                    error!(error = %e, "action failed");
+                    log_failure(&e, "action failed");
                     diagnostic(e.kind(), e.reason())
                 })
             }
             Err(e) => {
                 error!(error = %e, "invalid event");
-                match (self.mode, e.reply.as_ref()) {
-                    (ResponseMode::Direct, Some(reply)) if reply.response_url.is_some() => {
+                match e.reply.as_deref() {
+                    Some(reply)
+                        if reply.response_url.is_some()
+                            && self.mode_for(reply, function_arn) == ResponseMode::Direct =>
+                    {
                         self.deliver(
                             reply,
                             Status::Failed,
@@ -233,6 +304,7 @@ impl<S: Setup> Handler<S> {
     async fn custom_resource(
         &self,
         request: CfnRequest,
+        mode: ResponseMode,
         budget: Budget,
         respond_until: Instant,
     ) -> Result<Value, Diagnostic> {
@@ -243,11 +315,19 @@ impl<S: Setup> Handler<S> {
             request_id = %reply.request_id,
             "custom resource request"
         );
-        if self.mode == ResponseMode::Direct && reply.response_url.is_none() {
-            let message = "ResponseURL is missing: in direct mode the function answers CloudFormation at that URL \
-                           (set DB_SETUP_RESPONSE_MODE=provider when the CDK Provider framework calls it)";
-            error!(message);
-            return Err(diagnostic("InvalidEvent", message.into()));
+        if mode == ResponseMode::Direct {
+            let Some(url) = reply.response_url.as_deref() else {
+                let message = "ResponseURL is missing: in direct mode the function answers CloudFormation at that URL \
+                               (set DB_SETUP_RESPONSE_MODE=provider when the CDK Provider framework calls it)";
+                error!(message);
+                return Err(diagnostic("InvalidEvent", message.into()));
+            };
+            // Checked before the work: a URL that will not be answered must not
+            // get a deploy run for it.
+            if let Err(e) = self.responder.check(url) {
+                error!(error = %e, "ResponseURL refused: this request cannot be answered");
+                return Err(diagnostic("ResponseUrlRefused", e.to_string()));
+            }
         }
         let result = match request.request_type {
             // Forward-only: nothing is dropped, nothing to wait for.
@@ -266,14 +346,14 @@ impl<S: Setup> Handler<S> {
                 .await
             }
         };
-        match self.mode {
+        match mode {
             ResponseMode::Direct => match result {
                 Ok(data) => {
                     self.deliver(&reply, Status::Success, None, Some(&data), respond_until)
                         .await
                 }
                 Err(e) => {
-                    error!(error = %e, "request failed");
+                    log_failure(&e, "request failed");
                     self.deliver(
                         &reply,
                         Status::Failed,
@@ -287,7 +367,7 @@ impl<S: Setup> Handler<S> {
             ResponseMode::Provider => match result {
                 Ok(data) => Ok(json!({ "PhysicalResourceId": reply.physical_id(), "Data": data })),
                 Err(e) => {
-                    error!(error = %e, "request failed");
+                    log_failure(&e, "request failed");
                     Err(diagnostic(e.kind(), e.reason()))
                 }
             },
@@ -311,8 +391,13 @@ impl<S: Setup> Handler<S> {
         match self.responder.put(url, &body, until).await {
             Ok(()) => Ok(serde_json::from_str(&body).unwrap_or(Value::Null)),
             Err(e) => {
+                // The error names the URL without its query (a bearer token).
                 error!(error = %e, "response not delivered");
-                Err(diagnostic("ResponseNotDelivered", e.to_string()))
+                let kind = match e {
+                    respond::DeliveryError::Refused { .. } => "ResponseUrlRefused",
+                    respond::DeliveryError::Failed { .. } => "ResponseNotDelivered",
+                };
+                Err(diagnostic(kind, e.to_string()))
             }
         }
     }
@@ -356,6 +441,25 @@ mod tests {
 
     const MARGIN: Duration = Duration::from_secs(10);
     const FALLBACK: Duration = Duration::from_secs(300);
+
+    #[test]
+    fn same_function_ignores_the_qualifier_only() {
+        let f = "arn:aws:lambda:us-east-1:123456789012:function:db-setup";
+        assert!(same_function(f, f));
+        assert!(same_function(&format!("{f}:$LATEST"), f));
+        assert!(same_function(f, &format!("{f}:live")));
+        for other in [
+            "arn:aws:lambda:us-east-1:123456789012:function:db-setup-ProviderframeworkonEvent",
+            "arn:aws:lambda:us-east-1:210987654321:function:db-setup",
+            "arn:aws:lambda:eu-west-1:123456789012:function:db-setup",
+            "arn:aws:sns:us-east-1:123456789012:db-setup",
+            "db-setup",
+            "",
+        ] {
+            assert!(!same_function(f, other), "{other}");
+        }
+        assert!(!same_function("x", "x"), "not ARNs");
+    }
 
     #[test]
     fn budget_keeps_the_margin_before_a_real_deadline() {

@@ -11,24 +11,58 @@ use db_setup::secrets::SecretsManager;
 use db_setup::setup::{LiveSetup, Unconfigured};
 use db_setup::verify::Spec;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use tracing::{error, info};
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Log targets (tracing's, and the `log` crate's through the bridge) held at
+/// INFO whatever RUST_LOG says: at DEBUG tokio-postgres logs every query,
+/// `ALTER ROLE ... PASSWORD 'SCRAM-SHA-256$...'` included; at TRACE the
+/// runtime logs the raw event, and the HTTP clients their URLs, with the
+/// pre-signed ResponseURL's signature.
+const CAPPED_AT_INFO: &[&str] = &[
+    "tokio_postgres",
+    "lambda_runtime",
+    "lambda_runtime_api_client",
+    "postgres_protocol",
+    "reqwest",
+    "hyper",
+    "hyper_util",
+    "h2",
+];
+
+fn capped(target: &str) -> bool {
+    CAPPED_AT_INFO.iter().any(|t| {
+        target
+            .strip_prefix(t)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
+}
 
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn")
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
+    let cap = filter_fn(|meta| !(capped(meta.target()) && *meta.level() > tracing::Level::INFO));
+    let filter = filter.and(cap);
+    let layer = tracing_subscriber::fmt::layer().with_target(false);
     if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
+        tracing_subscriber::registry()
+            .with(
+                layer
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_filter(filter),
+            )
             .init();
     } else {
-        builder.with_ansi(false).init();
+        tracing_subscriber::registry()
+            .with(layer.with_ansi(false).with_filter(filter))
+            .init();
     }
 }
 
@@ -54,6 +88,7 @@ async fn live_setup(config: Config) -> Result<LiveSetup<SecretsManager>, String>
     info!(
         migrations = migrations.migrations().len(),
         last = migrations.last().unwrap_or(""),
+        migrations_sha256 = db_setup::migrate::package_hash(),
         users = config.users.len(),
         response_mode = ?config.response_mode,
         tls = %config.tls,
@@ -64,9 +99,20 @@ async fn live_setup(config: Config) -> Result<LiveSetup<SecretsManager>, String>
 
 async fn serve<S: Setup>(handler: Handler<S>) -> Result<(), Error> {
     let handler = Arc::new(handler);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+    // The payload as raw JSON text: read into a Value here, an event nested
+    // deeper than serde_json's limit would be refused before the handler,
+    // and CloudFormation would get no answer.
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Box<RawValue>>| {
         let handler = handler.clone();
-        async move { handler.handle(event.payload, event.context.deadline).await }
+        async move {
+            handler
+                .handle_raw(
+                    event.payload.get(),
+                    event.context.deadline,
+                    &event.context.invoked_function_arn,
+                )
+                .await
+        }
     }))
     .await
 }
@@ -79,7 +125,13 @@ async fn main() -> Result<(), Error> {
         Ok(c) => c.json_logs,
         Err(_) => env("AWS_LAMBDA_FUNCTION_NAME").is_some(),
     });
-    let responder = Responder::new()?;
+    let mut responder = Responder::new()?;
+    responder.allow_local = Config::allow_local_response_url_from_env(env);
+    if responder.allow_local {
+        info!(
+            "DB_SETUP_ALLOW_LOCAL_RESPONSE_URL=true: any http(s) ResponseURL is answered (local use only)"
+        );
+    }
     let (margin, budget, mode) = match &config {
         Ok(c) => (c.deadline_margin, c.time_budget, c.response_mode),
         Err(_) => (
@@ -104,6 +156,34 @@ async fn main() -> Result<(), Error> {
                 budget,
             ))
             .await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::capped;
+
+    #[test]
+    fn the_cap_covers_the_crates_and_their_modules_only() {
+        for target in [
+            "tokio_postgres",
+            "tokio_postgres::query",
+            "tokio_postgres::prepare",
+            "lambda_runtime::layers::api_response",
+            "reqwest::connect",
+            "hyper_util::client::legacy::pool",
+        ] {
+            assert!(capped(target), "{target}");
+        }
+        for target in [
+            "db_setup",
+            "db_setup::handler",
+            "tokio_postgresx",
+            "aws_config",
+            "h2x",
+        ] {
+            assert!(!capped(target), "{target}");
         }
     }
 }

@@ -1,5 +1,12 @@
 //! The CloudFormation response: its body (pure, at most 4096 bytes) and its
 //! delivery (an HTTP PUT to the pre-signed ResponseURL, retried).
+//!
+//! A pre-signed ResponseURL is a bearer token: whoever holds it can answer
+//! for the stack. Its query (the signature) is never logged nor returned:
+//! only [`redact`]ed (scheme, host and path). And whoever may invoke the
+//! function must not make it PUT elsewhere: only `https` URLs on an AWS host
+//! are answered ([`check_url`], unless `DB_SETUP_ALLOW_LOCAL_RESPONSE_URL`),
+//! and redirects are never followed.
 
 use std::time::{Duration, Instant};
 
@@ -108,22 +115,96 @@ pub fn body(
     render(reason.map(|r| cut(r, 60)), None, 64)
 }
 
-/// The response could not be delivered.
+/// The response was not delivered.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "the response could not be delivered to CloudFormation after {attempts} attempt(s): {message}"
-)]
-pub struct DeliveryError {
-    /// Attempts made.
-    pub attempts: u32,
-    /// The last failure.
-    pub message: String,
+pub enum DeliveryError {
+    /// The URL is not one the function answers at.
+    #[error(
+        "the ResponseURL {url} is refused: {why}; only https URLs on *.amazonaws.com or *.amazonaws.com.cn \
+         (CloudFormation's pre-signed S3 URLs) are answered, and redirects are not followed. \
+         For a local receiver set DB_SETUP_ALLOW_LOCAL_RESPONSE_URL=true. Nothing was sent"
+    )]
+    Refused {
+        /// The URL without its query ([`redact`]).
+        url: String,
+        /// Why.
+        why: String,
+    },
+    /// Sending failed.
+    #[error(
+        "the response could not be delivered to CloudFormation at {url} after {attempts} attempt(s): {message}"
+    )]
+    Failed {
+        /// The URL without its query ([`redact`]).
+        url: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure (never with the URL's query).
+        message: String,
+    },
+}
+
+/// A URL as it may be logged: scheme, host, port and path, never the query
+/// (a pre-signed URL's signature) nor user information.
+pub fn redact(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => format!(
+            "{}://{}{}{}",
+            u.scheme(),
+            u.host_str().unwrap_or(""),
+            u.port().map(|p| format!(":{p}")).unwrap_or_default(),
+            u.path()
+        ),
+        Err(_) => "(an unparseable URL)".into(),
+    }
+}
+
+/// True for a host name under AWS's public domains.
+fn is_aws_host(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    [".amazonaws.com", ".amazonaws.com.cn"]
+        .iter()
+        .any(|suffix| host.len() > suffix.len() && host.ends_with(suffix))
+}
+
+/// Whether the function may PUT to `url`: `https` on the default port of an
+/// AWS host (`*.amazonaws.com`, `*.amazonaws.com.cn`), or, with
+/// `allow_local`, any http(s) URL. `Err` says why not (never with the query).
+pub fn check_url(url: &str, allow_local: bool) -> Result<(), DeliveryError> {
+    let refused = |why: String| DeliveryError::Refused {
+        url: redact(url),
+        why,
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|_| refused("it is not a URL".into()))?;
+    let host = parsed.host_str().unwrap_or("");
+    if !matches!(parsed.scheme(), "https" | "http") || host.is_empty() {
+        return Err(refused("it is not an http(s) URL with a host".into()));
+    }
+    if allow_local {
+        return Ok(());
+    }
+    if parsed.scheme() != "https" {
+        return Err(refused(format!(
+            "its scheme is {}, not https",
+            parsed.scheme()
+        )));
+    }
+    if parsed.port().is_some() {
+        return Err(refused("it names a port".into()));
+    }
+    // domain() is None for an IP address.
+    match parsed.domain() {
+        Some(domain) if is_aws_host(domain) => Ok(()),
+        _ => Err(refused(format!("{host} is not an AWS host"))),
+    }
 }
 
 /// Sends responses to ResponseURLs (the HTTP client is built once in `main`).
 #[derive(Clone)]
 pub struct Responder {
     client: reqwest::Client,
+    /// Answer any http(s) URL, not only AWS's (local loop, tests).
+    pub allow_local: bool,
     /// Most attempts.
     pub attempts: u32,
     /// Pause before the second attempt; doubles after.
@@ -133,20 +214,31 @@ pub struct Responder {
 }
 
 impl Responder {
-    /// A responder with its own HTTP client.
+    /// A responder with its own HTTP client (which never follows a
+    /// redirect), answering only AWS URLs.
     pub fn new() -> Result<Self, reqwest::Error> {
         Ok(Responder {
-            client: reqwest::Client::builder().build()?,
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
+            allow_local: false,
             attempts: 5,
             first_pause: Duration::from_millis(250),
             attempt_timeout: Duration::from_secs(4),
         })
     }
 
+    /// Whether this responder answers at `url` (see [`check_url`]).
+    pub fn check(&self, url: &str) -> Result<(), DeliveryError> {
+        check_url(url, self.allow_local)
+    }
+
     /// PUTs `body` to `url` with an empty Content-Type (older URLs are signed
     /// with it) and an explicit Content-Length, retrying network errors and
-    /// 5xx answers with backoff, never past `until`.
+    /// 5xx answers with backoff, never past `until`. A refused URL
+    /// ([`Responder::check`]) gets nothing; a redirect is an error.
     pub async fn put(&self, url: &str, body: &str, until: Instant) -> Result<(), DeliveryError> {
+        self.check(url)?;
         let mut pause = self.first_pause;
         let mut attempt = 0;
         loop {
@@ -179,11 +271,13 @@ impl Responder {
                     r.status().is_server_error() || r.status().as_u16() == 429,
                     format!("HTTP {}", r.status()),
                 ),
-                Err(e) => (true, crate::db::error_chain(&e)),
+                // reqwest's text names the URL, signature included: not that.
+                Err(e) => (true, crate::db::error_chain(&e.without_url())),
             };
             let next = Instant::now() + pause;
             if !retry || attempt >= self.attempts || next >= until {
-                return Err(DeliveryError {
+                return Err(DeliveryError::Failed {
+                    url: redact(url),
                     attempts: attempt,
                     message,
                 });
@@ -203,6 +297,7 @@ mod tests {
     fn reply() -> ReplyTo {
         ReplyTo {
             response_url: Some("https://x".into()),
+            service_token: None,
             stack_id: "arn:aws:cloudformation:us-east-1:123456789012:stack/app/1".into(),
             request_id: "req-1".into(),
             logical_resource_id: "DbSetup".into(),
@@ -239,6 +334,64 @@ mod tests {
                 r.len()
             );
         }
+    }
+
+    #[test]
+    fn only_https_urls_on_aws_hosts_are_answered() {
+        for url in [
+            "https://cloudformation-custom-resource-response-useast1.s3.amazonaws.com/arn%3A/x?X-Amz-Signature=1",
+            "https://cloudformation-custom-resource-response-cnnorth1.s3.cn-north-1.amazonaws.com.cn/k?s=1",
+            "https://s3.us-gov-west-1.amazonaws.com/b/k",
+            "https://S3.AMAZONAWS.COM./b/k",
+        ] {
+            assert!(check_url(url, false).is_ok(), "{url}");
+        }
+        for (url, why) in [
+            ("http://bucket.s3.amazonaws.com/k", "scheme is http"),
+            (
+                "https://169.254.169.254/latest/meta-data",
+                "169.254.169.254 is not an AWS host",
+            ),
+            (
+                "https://amazonaws.com/k",
+                "amazonaws.com is not an AWS host",
+            ),
+            (
+                "https://evil.com/.amazonaws.com",
+                "evil.com is not an AWS host",
+            ),
+            ("https://s3.amazonaws.com.evil.com/k", "is not an AWS host"),
+            ("https://xamazonaws.com/k", "is not an AWS host"),
+            ("https://s3.amazonaws.com:8443/k", "names a port"),
+            ("https://[::1]/k", "is not an AWS host"),
+            ("https://localhost/k", "localhost is not an AWS host"),
+            ("ftp://s3.amazonaws.com/k", "not an http(s) URL"),
+            ("not a url", "not a URL"),
+        ] {
+            let e = check_url(url, false).unwrap_err().to_string();
+            assert!(e.contains(why), "{url}: {e}");
+            assert!(e.contains("DB_SETUP_ALLOW_LOCAL_RESPONSE_URL"), "{e}");
+        }
+        // Allowed for local use: any http(s) URL with a host, nothing else.
+        assert!(check_url("http://127.0.0.1:9000/r?x=1", true).is_ok());
+        assert!(check_url("file:///etc/passwd", true).is_err());
+    }
+
+    #[test]
+    fn redaction_keeps_the_host_and_path_never_the_query() {
+        assert_eq!(
+            redact("https://user:pw@b.s3.amazonaws.com/arn%3Aaws/k?X-Amz-Signature=abc#f"),
+            "https://b.s3.amazonaws.com/arn%3Aaws/k"
+        );
+        assert_eq!(redact("http://127.0.0.1:9/r?s=1"), "http://127.0.0.1:9/r");
+        assert_eq!(redact("::"), "(an unparseable URL)");
+        let e = check_url("https://example.com/p?X-Amz-Signature=secret", false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("https://example.com/p") && !e.contains("secret"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -166,7 +166,8 @@ impl<S: SecretStore + 'static> LiveSetup<S> {
         {
             if hash != self.migrations.hash() {
                 let note = "this Update was built for other migrations than this code holds (a rollback): \
-                            migrations are forward-only, nothing was run";
+                            migrations are forward-only, nothing was run. If this was not a rollback, the function's \
+                            package is older than the template's migrations/: run `make package` and deploy again";
                 warn!(
                     requested = hash,
                     embedded = self.migrations.hash(),

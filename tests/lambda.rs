@@ -10,6 +10,9 @@ use common::lambda::{Deployment, Outcome, Setup, cfn_event, secret_name};
 use db_setup::migrate::MigrationSet;
 use serde_json::{Value, json};
 
+/// The Provider framework's onEvent function (the ServiceToken of its events).
+const FRAMEWORK_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:DbSetupDatabase-ProviderframeworkonEvent-AbC123";
+
 fn embedded_count() -> usize {
     MigrationSet::embedded().unwrap().migrations().len()
 }
@@ -109,6 +112,12 @@ async fn provider_mode_returns_the_result_and_never_puts() {
     })
     .await;
     let url = d.receiver.url();
+    // The framework's events name its own function as the ServiceToken.
+    let cfn_event = |t: &str, url: &str, p: Value| {
+        let mut e = cfn_event(t, url, p);
+        e["ServiceToken"] = json!(FRAMEWORK_ARN);
+        e
+    };
     let ok = d.invoke(&cfn_event("Create", &url, props())).await;
     assert_eq!(ok.response()["PhysicalResourceId"], "db-setup-DbSetup");
     assert_eq!(
@@ -486,4 +495,107 @@ async fn invalid_json_payload_is_an_error_and_the_function_keeps_serving() {
     assert!(matches!(out, Outcome::Error(_)), "{out:?}");
     let status = d.invoke(&json!({"action": "status"})).await;
     assert_eq!(status.response()["history_table"], "missing");
+}
+
+#[tokio::test]
+async fn in_provider_mode_a_direct_resources_events_are_answered_by_put() {
+    // Created in direct mode, then the function switched to provider mode:
+    // CloudFormation still sends this resource's events to the function (its
+    // ServiceToken) with a ResponseURL, and only a PUT answers them.
+    let d = Deployment::new(Setup {
+        env: vec![("DB_SETUP_RESPONSE_MODE", "provider".into())],
+        ..Setup::new("switched")
+    })
+    .await;
+    let (outcome, put) = d.request("Update", props()).await;
+    assert_eq!(put.body["Status"], "SUCCESS", "{}", put.body);
+    assert_eq!(put.body["PhysicalResourceId"], "db-setup-DbSetup");
+    assert_eq!(put.body["Data"]["Applied"], embedded_count().to_string());
+    assert_eq!(outcome.response()["Status"], "SUCCESS");
+    let (_, put) = d.request("Delete", props()).await;
+    assert_eq!(put.body["Status"], "SUCCESS", "{}", put.body);
+    // A broken one is answered FAILED the same way.
+    let mut broken = cfn_event("Update", "", json!({"TransactionMode": "sometimes"}));
+    broken["PhysicalResourceId"] = json!("db-setup-DbSetup");
+    let (_, put) = d.request_event(broken).await;
+    assert_eq!(put.body["Status"], "FAILED", "{}", put.body);
+    assert!(
+        put.body["Reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("TransactionMode"),
+        "{}",
+        put.body
+    );
+    d.scan().await;
+}
+
+#[tokio::test]
+async fn no_verifier_or_url_is_logged_at_debug_or_trace() {
+    for level in [
+        "debug",
+        "trace,tokio_postgres=trace,lambda_runtime=trace,reqwest=trace",
+    ] {
+        let d = Deployment::new(Setup {
+            users: &[("rw", "readwrite"), ("ro", "readonly")],
+            env: vec![("RUST_LOG", level.into())],
+            ..Setup::new("verbose")
+        })
+        .await;
+        let (_, put) = d.request("Create", props()).await;
+        assert_eq!(put.body["Status"], "SUCCESS", "{}", put.body);
+        assert_eq!(put.body["Data"]["UsersRotated"], "2");
+        // The level took effect: the function printed more than at info.
+        assert!(
+            d.function.logs().contains("DEBUG"),
+            "{level}: {}",
+            d.function.logs()
+        );
+        d.scan().await;
+    }
+}
+
+#[tokio::test]
+async fn row_values_in_a_detail_are_logged_not_sent_as_the_reason() {
+    let d = Deployment::new(Setup::new("detail")).await;
+    let mut to_009 = props();
+    to_009["TargetMigration"] = json!("009_mued_optimized_indexes");
+    let (_, put) = d.request("Create", to_009).await;
+    assert_eq!(put.body["Status"], "SUCCESS", "{}", put.body);
+    // A row the foreign key added by 010 (NOT VALID) and validated by 011 refuses.
+    d.db.query(
+        "INSERT INTO ai_dialogue_log (user_id, session_id, query, response, model_used) \
+         VALUES ('dead4242-0000-4000-8000-00000000beef', gen_random_uuid(), 'q', 'r', 'm')",
+    )
+    .await;
+    let (outcome, put) = d.request("Update", props()).await;
+    assert_eq!(put.body["Status"], "FAILED", "{}", put.body);
+    let reason = put.body["Reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("fk_ai_dialogue_user"), "{reason}");
+    assert!(
+        !reason.contains("dead4242"),
+        "a row value in the Reason: {reason}"
+    );
+    assert!(!outcome.text().contains("dead4242"), "{}", outcome.text());
+    let logs = d.function.logs();
+    assert!(
+        logs.contains("Key (user_id)=(dead4242-0000-4000-8000-00000000beef)"),
+        "the DETAIL is not in the log: {logs}"
+    );
+}
+
+#[test]
+fn the_package_hash_is_the_embedded_migrations_hash() {
+    // What `make package` writes beside the bootstrap (read by the CDK
+    // construct), taken from the binary the same way.
+    let out = std::process::Command::new("bash")
+        .arg(common::repo_root().join("scripts/migrations-hash.sh"))
+        .arg(env!("CARGO_BIN_EXE_db-setup"))
+        .output()
+        .expect("run scripts/migrations-hash.sh");
+    assert!(out.status.success(), "{}", common::text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        MigrationSet::embedded().unwrap().hash()
+    );
 }

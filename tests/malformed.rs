@@ -315,6 +315,7 @@ proptest! {
             request_id: ids[1].clone(),
             logical_resource_id: ids[2].clone(),
             physical_resource_id: Some(ids[3].clone()).filter(|s| !s.is_empty()),
+            service_token: None,
         };
         let data = json!({"Message": data}).as_object().cloned();
         let body = respond::body(Status::Failed, Some(&reason), &reply, data.as_ref());
@@ -322,4 +323,129 @@ proptest! {
         let v: Value = serde_json::from_str(&body).unwrap();
         prop_assert_eq!(&v["Status"], "FAILED");
     }
+}
+
+/// `{"n":{"n":...1...}}`, `depth` objects deep (beyond serde_json's 128 at 200).
+fn deep_json(depth: usize) -> String {
+    format!("{}1{}", "{\"n\":".repeat(depth), "}".repeat(depth))
+}
+
+/// The function as a process with a valid configuration (no database needed
+/// for what these tests send), and a receiver for its PUTs.
+async fn function_with(env: &[(&str, &str)]) -> (RuntimeApi, Function, Receiver) {
+    let runtime = RuntimeApi::start().await;
+    let mut all = vec![
+        ("DB_SETUP_ADMIN_SECRET_ID", "unused".to_string()),
+        ("DB_SETUP_TLS", "disable".to_string()),
+    ];
+    all.extend(env.iter().map(|(k, v)| (*k, v.to_string())));
+    let function = Function::start(&runtime, &all).await;
+    (runtime, function, Receiver::start().await)
+}
+
+#[tokio::test]
+async fn events_nested_beyond_the_parsers_limit_are_still_answered_failed() {
+    let (runtime, function, receiver) = function_with(&[]).await;
+    let deep = deep_json(200);
+    for (field, request_type) in [
+        ("ResourceProperties", "Create"),
+        ("OldResourceProperties", "Update"),
+        ("SomethingNew", "Delete"),
+    ] {
+        let url = receiver.url();
+        let mut event = valid(request_type, &url);
+        event[field] = json!("__DEEP__");
+        let raw = event.to_string().replace(
+            "\"__DEEP__\"",
+            &format!("{{\"MigrationsHash\":\"h\",\"Deep\":{deep}}}"),
+        );
+        let outcome = runtime.invoke_raw(raw, Duration::from_secs(20)).await;
+        let put = receiver.wait_for(&url, Duration::from_secs(5)).await;
+        assert_eq!(put.body["Status"], "FAILED", "{field}: {}", put.body);
+        let reason = put.body["Reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains(field) && reason.contains("nested"),
+            "{field}: {reason}"
+        );
+        assert_eq!(put.body["RequestId"], "r-1");
+        assert_eq!(outcome.response()["Status"], "FAILED");
+    }
+    assert!(!function.logs().contains("panicked"), "{}", function.logs());
+}
+
+#[tokio::test]
+async fn null_ids_are_answered_failed_naming_the_field() {
+    let receiver = Receiver::start().await;
+    let (h, calls) = handler(Behaviour::Succeed, ResponseMode::Direct);
+    for field in ["RequestId", "StackId", "LogicalResourceId"] {
+        let url = receiver.url();
+        let mut event = valid("Create", &url);
+        event[field] = Value::Null;
+        let _ = h.handle(event, epoch_ms() + 60_000).await;
+        let put = receiver.wait_for(&url, Duration::from_secs(5)).await;
+        assert_eq!(put.body["Status"], "FAILED", "{field}: {}", put.body);
+        assert!(
+            put.body["Reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(&format!("{field} is null")),
+            "{field}: {}",
+            put.body
+        );
+    }
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_response_url_that_cannot_be_reached_is_never_printed_or_returned_whole() {
+    let (runtime, function, _receiver) = function_with(&[]).await;
+    // Nothing listens on port 9 (discard) of the loopback.
+    let url = common::lambda::signed_url("http://127.0.0.1:9/bucket/key");
+    let outcome = runtime
+        .invoke(&valid("Delete", &url), Duration::from_secs(20))
+        .await;
+    let error = outcome.error().to_string();
+    assert!(error.contains("127.0.0.1:9/bucket/key"), "{error}");
+    let texts = [
+        ("the function's logs", function.logs()),
+        ("the invocation's error", error),
+    ];
+    for secret in common::lambda::url_secrets(&url) {
+        for (what, text) in &texts {
+            assert!(
+                !text.contains(&secret),
+                "the URL's query appears in {what}: {text}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_from_the_response_url_is_not_followed() {
+    let (runtime, _function, receiver) = function_with(&[]).await;
+    let elsewhere = Receiver::start().await;
+    receiver.redirect_to(&elsewhere.url());
+    let outcome = runtime
+        .invoke(&valid("Delete", &receiver.url()), Duration::from_secs(20))
+        .await;
+    let error = outcome.error().to_string();
+    assert!(error.contains("307"), "{error}");
+    assert!(elsewhere.all().is_empty(), "the redirect was followed");
+}
+
+#[tokio::test]
+async fn a_response_url_off_aws_is_refused_unless_allowed() {
+    let (runtime, function, receiver) =
+        function_with(&[("DB_SETUP_ALLOW_LOCAL_RESPONSE_URL", "false")]).await;
+    let url = receiver.url();
+    let outcome = runtime
+        .invoke(&valid("Delete", &url), Duration::from_secs(20))
+        .await;
+    let error = outcome.error().to_string();
+    assert!(
+        error.contains("DB_SETUP_ALLOW_LOCAL_RESPONSE_URL") && error.contains("amazonaws.com"),
+        "{error}"
+    );
+    assert!(receiver.all().is_empty(), "a refused URL got a PUT");
+    assert!(function.logs().contains("127.0.0.1"), "{}", function.logs());
 }

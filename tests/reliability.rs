@@ -435,10 +435,12 @@ async fn a_sleeping_statement_gets_failed_before_the_deadline_and_is_cancelled()
         fx.set(),
         Spec::default(),
     );
+    let mut responder = Responder::new().unwrap();
+    responder.allow_local = true;
     let handler = Handler::new(
         setup,
         db_setup::config::ResponseMode::Direct,
-        Responder::new().unwrap(),
+        responder,
         Duration::from_secs(2),
         Duration::from_secs(300),
     );

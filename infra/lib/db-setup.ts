@@ -19,6 +19,12 @@ export const DEFAULT_PACKAGE_DIR = path.join(REPO_ROOT, 'target', 'lambda', 'db-
 /** The migrations embedded in the binary; their hash is sent to the custom resource. */
 export const DEFAULT_MIGRATIONS_DIR = path.join(REPO_ROOT, 'migrations');
 
+/**
+ * The file `make package` writes beside `bootstrap`: the MigrationsHash of the migrations
+ * embedded in that binary (read from the binary by `scripts/migrations-hash.sh`).
+ */
+export const PACKAGE_HASH_FILE = 'migrations.sha256';
+
 /** The group role an application user is made a member of (see docs/configuration.md). */
 export type AppUserRole = 'readwrite' | 'readonly' | 'tablecreator';
 
@@ -162,7 +168,11 @@ export type ResponseMode = 'direct' | 'provider';
 
 /** Options of {@link DbSetup}. */
 export interface DbSetupProps {
-  /** The function's code: a directory with the `bootstrap` binary, see {@link packagedCode}. */
+  /**
+   * The function's code: a directory with the `bootstrap` binary, see {@link packagedCode}.
+   * When it is a directory asset, its `migrations.sha256` (written by `make package`) must
+   * equal the template's MigrationsHash, else synthesis fails: see {@link checkPackageMigrations}.
+   */
   readonly code: lambda.Code;
   /** @default ARM_64 (must match how the binary was built) */
   readonly architecture?: lambda.Architecture;
@@ -278,6 +288,36 @@ export function hashMigrations(dir: string): string {
     hash.update(content);
   }
   return hash.digest('hex');
+}
+
+/**
+ * Refuses a package built from other migrations than the template's.
+ *
+ * The function treats an Update whose MigrationsHash differs from its embedded migrations as a
+ * rollback and runs nothing. A template synthesized from new `migrations/` with an old binary
+ * (`cdk deploy` without `make package`) would look the same from inside the function: its
+ * deploy would succeed without migrating. So the package's hash (`migrations.sha256` beside
+ * `bootstrap`, written by `make package` from the binary) must equal `migrationsHash`.
+ */
+export function checkPackageMigrations(dir: string, migrationsHash: string, migrationsDir: string): void {
+  const file = path.join(dir, PACKAGE_HASH_FILE);
+  if (!existsSync(file)) {
+    throw new Error(
+      `${file} not found: it tells which migrations the function's binary embeds. ` +
+        'Run `make package` (it builds the function and writes it).',
+    );
+  }
+  const packaged = readFileSync(file, 'utf8').trim();
+  if (!/^[0-9a-f]{64}$/.test(packaged)) {
+    throw new Error(`${file} does not hold a SHA-256 (hex): run \`make package\` again.`);
+  }
+  if (packaged !== migrationsHash) {
+    throw new Error(
+      `the function package ${dir} was built with other migrations (MigrationsHash ${packaged}) ` +
+        `than ${migrationsDir} holds (${migrationsHash}): deployed, the function would take the Update ` +
+        'for a rollback and run no migration. Run `make package`, then synthesize again.',
+    );
+  }
 }
 
 /** A port number (or number token) as an environment value. */
@@ -441,8 +481,16 @@ export class DbSetup extends Construct {
     );
     this.grantSecrets(props.adminSecret, users);
 
+    const migrationsDir = props.migrationsDirectory ?? DEFAULT_MIGRATIONS_DIR;
+    const migrationsHash = hashMigrations(migrationsDir);
+    // A directory asset is the package itself: check that it embeds these migrations. (Code
+    // from elsewhere, such as an S3 object, cannot be seen at synth time.)
+    if (props.code instanceof lambda.AssetCode && !props.code.path.endsWith('.zip')) {
+      checkPackageMigrations(props.code.path, migrationsHash, migrationsDir);
+    }
+
     const properties: Record<string, string> = {
-      MigrationsHash: hashMigrations(props.migrationsDirectory ?? DEFAULT_MIGRATIONS_DIR),
+      MigrationsHash: migrationsHash,
       // Not read by the function: its change (a new user, another host...) sends Update,
       // so that the new configuration is applied on this deploy, not on the next migration.
       Config: stack.toJsonString(environment),

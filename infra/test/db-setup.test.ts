@@ -1,6 +1,6 @@
 /** The DbSetup construct on its own, as another stack would use it, and its helpers. */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, renameSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
@@ -16,11 +16,22 @@ import {
   type AppUser,
   DbSetup,
   type DbSetupProps,
+  DEFAULT_MIGRATIONS_DIR,
   defaultServiceTimeout,
   hashMigrations,
+  PACKAGE_HASH_FILE,
   packagedCode,
 } from '../lib/db-setup';
-import { actions, allStatements, fixtureCode, flatten, nagViolations, newApp, resources } from './util';
+import {
+  actions,
+  allStatements,
+  FIXTURE_CODE_DIR,
+  fixtureCode,
+  flatten,
+  nagViolations,
+  newApp,
+  resources,
+} from './util';
 
 /** A stack with a VPC and a security group standing in for someone else's database. */
 function host(opts: { nag?: boolean } = {}) {
@@ -427,7 +438,7 @@ describe('hashMigrations', () => {
     assert.notEqual(hashMigrations(d), h3, 'renamed');
   });
 
-  it('matches the Rust definition (src/migrate/mod.rs, set_hash), so the function can recognise a rollback', () => {
+  it('matches the Rust definition (src/migrate/hash.rs, set_hash), so the function can recognise a rollback', () => {
     const d = dir();
     writeFileSync(path.join(d, '002_b.sql'), 'SELECT 2;\n');
     writeFileSync(path.join(d, '001_a.sql'), 'SELECT 1;\n');
@@ -475,5 +486,57 @@ describe('packagedCode', () => {
     assert.throws(() => packagedCode(pkg(0x3e), lambda.Architecture.ARM_64), /built for x86_64 but the function is arm64/);
     assert.throws(() => packagedCode(pkg(0xb7), lambda.Architecture.X86_64), /built for arm64 but the function is x86_64/);
     assert.throws(() => packagedCode(pkg(), lambda.Architecture.ARM_64), /not an ELF binary/);
+  });
+});
+
+describe('a package built from other migrations', () => {
+  /** A copy of the fixture package whose hash file says `hash` (none when undefined). */
+  function fixturePackage(hash?: string): string {
+    const d = mkdtempSync(path.join(tmpdir(), 'pkg-'));
+    cpSync(path.join(FIXTURE_CODE_DIR, 'bootstrap'), path.join(d, 'bootstrap'));
+    if (hash !== undefined) {
+      writeFileSync(path.join(d, PACKAGE_HASH_FILE), `${hash}\n`);
+    }
+    return d;
+  }
+  const current = () => hashMigrations(DEFAULT_MIGRATIONS_DIR);
+
+  it('fails synthesis with what to do when the hashes differ', () => {
+    const stale = 'a'.repeat(64);
+    assert.throws(
+      () => build({ code: lambda.Code.fromAsset(fixturePackage(stale)) }),
+      (e: Error) =>
+        e.message.includes(`MigrationsHash ${stale}`) &&
+        e.message.includes(current()) &&
+        e.message.includes('would take the Update for a rollback') &&
+        e.message.includes('Run `make package`'),
+    );
+  });
+
+  it('passes when they are equal, and the template carries that hash', () => {
+    const { template } = build({ code: lambda.Code.fromAsset(fixturePackage(current())) });
+    template.hasResourceProperties('Custom::DbSetup', { MigrationsHash: current() });
+  });
+
+  it('compares with the migrations directory the construct is given', () => {
+    const d = mkdtempSync(path.join(tmpdir(), 'migrations-'));
+    writeFileSync(path.join(d, '001_a.sql'), 'SELECT 1;\n');
+    const pkg = fixturePackage(hashMigrations(d));
+    assert.ok(build({ code: lambda.Code.fromAsset(pkg), migrationsDirectory: d }));
+    assert.throws(() => build({ code: lambda.Code.fromAsset(pkg) }), /built with other migrations/);
+  });
+
+  it('fails without the hash file, or with a malformed one', () => {
+    assert.throws(() => build({ code: lambda.Code.fromAsset(fixturePackage()) }), /migrations\.sha256 not found: .*Run `make package`/);
+    assert.throws(() => build({ code: lambda.Code.fromAsset(fixturePackage('not a hash')) }), /does not hold a SHA-256/);
+  });
+
+  it('the test fixture holds the hash of migrations/ (update it when a migration changes)', () => {
+    const file = path.join(FIXTURE_CODE_DIR, PACKAGE_HASH_FILE);
+    assert.equal(
+      readFileSync(file, 'utf8').trim(),
+      current(),
+      `write ${current()} into ${file}`,
+    );
   });
 });

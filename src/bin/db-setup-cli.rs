@@ -18,7 +18,7 @@ use std::str::FromStr;
 
 use db_setup::db::{self, ConnectOptions, Target, Tls, TlsMode};
 use db_setup::duration::parse_duration;
-use db_setup::migrate::{MigrationSet, Migrator, RunOptions};
+use db_setup::migrate::{MigrateError, MigrationSet, Migrator, RunOptions};
 use db_setup::secret::SecretString;
 use tokio_postgres::config::{Host, SslMode};
 
@@ -120,9 +120,15 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         .await
         .map_err(|e| e.to_string())?;
     let migrator = Migrator::new(connection.client(), args.options);
+    // The operator of a shell has the database: PostgreSQL's DETAIL (left out
+    // of the message, it can hold row values) is shown here.
+    let failed = |e: MigrateError| match e.server_error().and_then(|s| s.detail.as_deref()) {
+        Some(detail) => format!("{e}\nDETAIL: {detail}"),
+        None => e.to_string(),
+    };
     let report = match args.command.as_str() {
-        "migrate" => serde_json::to_value(migrator.migrate(&set).await.map_err(|e| e.to_string())?),
-        _ => serde_json::to_value(migrator.status(&set).await.map_err(|e| e.to_string())?),
+        "migrate" => serde_json::to_value(migrator.migrate(&set).await.map_err(failed)?),
+        _ => serde_json::to_value(migrator.status(&set).await.map_err(failed)?),
     };
     report.map_err(|e| e.to_string())
 }

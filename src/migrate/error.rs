@@ -82,8 +82,10 @@ impl fmt::Display for ServerError {
             write!(f, "{code} ")?;
         }
         f.write_str(&self.message)?;
-        if let Some(d) = &self.detail {
-            write!(f, " (DETAIL: {d})")?;
+        // DETAIL can hold row values ("Failing row contains (...)", "Key
+        // (email)=(...)"): a Reason is read by more people than the data.
+        if self.detail.is_some() {
+            f.write_str(" (DETAIL in the function's log)")?;
         }
         if let Some(h) = &self.hint {
             write!(f, " (HINT: {h})")?;
@@ -245,6 +247,16 @@ pub enum MigrateError {
 }
 
 impl MigrateError {
+    /// What PostgreSQL said, when it said it (for the log: its DETAIL is not
+    /// in the message).
+    pub fn server_error(&self) -> Option<&ServerError> {
+        match self {
+            MigrateError::Migration(f) => Some(&f.error),
+            MigrateError::Database { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
     /// Wraps a bookkeeping query error.
     pub fn database(step: &'static str, e: &tokio_postgres::Error) -> Self {
         MigrateError::Database {
@@ -278,6 +290,34 @@ mod tests {
             attempts: 1,
             timeouts: (Duration::from_secs(5), Duration::from_secs(300)),
         }
+    }
+
+    #[test]
+    fn a_detail_is_not_in_the_message() {
+        let e = ServerError {
+            code: Some("23502".into()),
+            message: "null value in column \"email\" violates not-null constraint".into(),
+            detail: Some("Failing row contains (7, alice@example.com, null).".into()),
+            hint: Some("a hint".into()),
+            context: None,
+            position: None,
+        };
+        let text = e.to_string();
+        assert!(!text.contains("alice@example.com"), "{text}");
+        assert!(
+            text.contains("not-null constraint (DETAIL in the function's log) (HINT: a hint)"),
+            "{text}"
+        );
+        let failure = MigrationFailure {
+            error: e,
+            ..failure(Some("23502"))
+        };
+        assert!(!failure.to_string().contains("alice@example.com"));
+        let err = MigrateError::Migration(Box::new(failure));
+        assert_eq!(
+            err.server_error().and_then(|s| s.detail.as_deref()),
+            Some("Failing row contains (7, alice@example.com, null).")
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! ```
 
 pub mod error;
+pub mod hash;
 pub mod history;
 pub mod lock;
 pub mod parse;
@@ -34,26 +35,23 @@ pub struct MigrationSet {
     hash: String,
 }
 
-/// The hash the CDK construct (infra/lib/db-setup.ts, `hashMigrations`)
-/// puts in the `MigrationsHash` property: SHA-256 over the `.sql` files in
-/// file-name order, each as `<name length>:<name>:<content length>:<content>`
-/// (raw bytes). Equal hashes mean the template and this code hold the same
-/// migrations.
-pub fn set_hash(files: &[(String, Vec<u8>)]) -> String {
-    use sha2::{Digest, Sha256};
-    let mut sql: Vec<&(String, Vec<u8>)> =
-        files.iter().filter(|(n, _)| n.ends_with(".sql")).collect();
-    sql.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut hasher = Sha256::new();
-    for (name, content) in sql {
-        hasher.update(format!("{}:{}:{}:", name.len(), name, content.len()).as_bytes());
-        hasher.update(content);
-    }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+pub use hash::set_hash;
+
+/// The embedded set's [`set_hash`], computed by `build.rs` over the same
+/// files, as a marker in the binary: `scripts/migrations-hash.sh` reads it
+/// from a built `bootstrap`, and `make package` writes it beside it as
+/// `migrations.sha256`, which the CDK construct compares with the
+/// `MigrationsHash` it puts in the template (a stale package fails `cdk synth`).
+pub const PACKAGE_MARKER: &str = concat!(
+    "db-setup-migrations-sha256:",
+    env!("DB_SETUP_MIGRATIONS_SHA256")
+);
+
+/// The hash in [`PACKAGE_MARKER`], read through the marker so that the whole
+/// marker stays in the binary.
+pub fn package_hash() -> &'static str {
+    let marker: &'static str = std::hint::black_box(PACKAGE_MARKER);
+    marker.split_once(':').map(|(_, h)| h).unwrap_or(marker)
 }
 
 impl MigrationSet {
@@ -143,6 +141,12 @@ mod tests {
             set_hash(&files),
             "89a5bca71d5f7e63caa0ffd859688deae02069c7d1acb204d35dabdc1583de4f"
         );
+    }
+
+    #[test]
+    fn the_build_scripts_hash_is_the_embedded_sets() {
+        assert_eq!(package_hash(), MigrationSet::embedded().unwrap().hash());
+        assert_eq!(package_hash().len(), 64);
     }
 
     #[test]

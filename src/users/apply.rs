@@ -92,6 +92,17 @@ pub enum UsersError {
     },
 }
 
+impl UsersError {
+    /// What PostgreSQL said, when the error came from it (its DETAIL goes
+    /// to the log only).
+    pub fn server_error(&self) -> Option<&ServerError> {
+        match self {
+            UsersError::Database { error, .. } | UsersError::Roles(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
 /// The group-role prefix: the configured one, else the database's.
 pub fn prefix(configured: Option<&str>, database: &str) -> Result<String, UsersError> {
     match configured {

@@ -255,6 +255,8 @@ pub struct Receiver {
     puts: Arc<Mutex<Vec<Put>>>,
     fail_next: Arc<AtomicU64>,
     arrived: Arc<Notify>,
+    issued: Arc<Mutex<Vec<String>>>,
+    redirect: Arc<Mutex<Option<String>>>,
 }
 
 static URL_IDS: AtomicU64 = AtomicU64::new(1);
@@ -264,10 +266,22 @@ impl Receiver {
         let puts = Arc::new(Mutex::new(Vec::new()));
         let fail_next = Arc::new(AtomicU64::new(0));
         let arrived = Arc::new(Notify::new());
-        let (p, f, a) = (puts.clone(), fail_next.clone(), arrived.clone());
+        let redirect = Arc::new(Mutex::new(None::<String>));
+        let (p, f, a, r) = (
+            puts.clone(),
+            fail_next.clone(),
+            arrived.clone(),
+            redirect.clone(),
+        );
         let addr = serve(move |req: Request<hyper::body::Incoming>| {
-            let (puts, fail_next, arrived) = (p.clone(), f.clone(), a.clone());
+            let (puts, fail_next, arrived, redirect) = (p.clone(), f.clone(), a.clone(), r.clone());
             async move {
+                if let Some(location) = redirect.lock().unwrap().clone() {
+                    let mut r = reply(StatusCode::TEMPORARY_REDIRECT, "");
+                    r.headers_mut()
+                        .insert("location", location.parse().unwrap());
+                    return r;
+                }
                 if fail_next.load(Ordering::SeqCst) > 0 {
                     fail_next.fetch_sub(1, Ordering::SeqCst);
                     return reply(StatusCode::SERVICE_UNAVAILABLE, "try again");
@@ -298,16 +312,31 @@ impl Receiver {
             puts,
             fail_next,
             arrived,
+            issued: Arc::new(Mutex::new(Vec::new())),
+            redirect,
         }
     }
 
-    /// A fresh ResponseURL on this receiver.
+    /// A fresh ResponseURL on this receiver, signed like a pre-signed S3 URL:
+    /// its query (a bearer token) must never be printed, returned or PUT.
     pub fn url(&self) -> String {
-        format!(
+        let url = signed_url(&format!(
             "http://{}/response/{}",
             self.addr,
             URL_IDS.fetch_add(1, Ordering::SeqCst)
-        )
+        ));
+        self.issued.lock().unwrap().push(url.clone());
+        url
+    }
+
+    /// Every URL [`Receiver::url`] handed out.
+    pub fn issued(&self) -> Vec<String> {
+        self.issued.lock().unwrap().clone()
+    }
+
+    /// Answers every request with a 307 to `location` from now on.
+    pub fn redirect_to(&self, location: &str) {
+        *self.redirect.lock().unwrap() = Some(location.to_string());
     }
 
     /// Answers the next `n` PUTs with 503.
@@ -319,7 +348,7 @@ impl Receiver {
     pub fn puts_to(&self, url: &str) -> Vec<Put> {
         let path = url
             .split_once(&self.addr.to_string())
-            .map(|(_, p)| p.to_string())
+            .map(|(_, p)| p.split('?').next().unwrap_or_default().to_string())
             .unwrap_or_default();
         self.puts
             .lock()
@@ -348,6 +377,40 @@ impl Receiver {
         }
     }
 }
+
+static SIGNATURES: AtomicU64 = AtomicU64::new(1);
+
+/// `base` with a query like a pre-signed S3 URL's (a unique signature).
+pub fn signed_url(base: &str) -> String {
+    let n = SIGNATURES.fetch_add(1, Ordering::SeqCst);
+    let signature = format!(
+        "{:016x}{:048x}",
+        std::process::id(),
+        n.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    );
+    format!(
+        "{base}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIATESTONLY%2F20260101%2Fus-east-1%2Fs3%2Faws4_request\
+         &X-Amz-Date=20260101T000000Z&X-Amz-Expires=7200&X-Amz-SignedHeaders=host&X-Amz-Signature={signature}"
+    )
+}
+
+/// What of a ResponseURL is a bearer token: its whole query, and the signature alone.
+pub fn url_secrets(url: &str) -> Vec<String> {
+    let Some((_, query)) = url.split_once('?') else {
+        return Vec::new();
+    };
+    let mut out = vec![query.to_string()];
+    out.extend(
+        query
+            .split('&')
+            .filter_map(|kv| kv.strip_prefix("X-Amz-Signature="))
+            .map(str::to_string),
+    );
+    out
+}
+
+/// The prefix of every SCRAM verifier PostgreSQL stores (`ALTER ROLE ... PASSWORD '...'`).
+pub const VERIFIER_PREFIX: &str = "SCRAM-SHA-256$";
 
 /// A CloudFormation event for `request_type`, answered at `url`.
 pub fn cfn_event(request_type: &str, url: &str, properties: Value) -> Value {
@@ -383,6 +446,8 @@ impl Function {
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .env("RUST_LOG", "info")
+            // The receivers are local: allowed here, refused in production.
+            .env("DB_SETUP_ALLOW_LOCAL_RESPONSE_URL", "true")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -521,25 +586,44 @@ pub async fn all_passwords(client: &aws_sdk_secretsmanager::Client, ids: &[Strin
     found
 }
 
-/// Fails the test if any password appears in any of `texts`.
-pub fn assert_no_secret_in(passwords: &[String], texts: &[(&str, String)]) {
+/// Fails the test if any password appears in any of `texts`, or any
+/// ResponseURL's query or signature (`urls`), or a SCRAM verifier.
+pub fn assert_no_secret_in(passwords: &[String], urls: &[String], texts: &[(&str, String)]) {
     assert!(
         !passwords.is_empty(),
         "the scan needs the passwords it looks for"
     );
-    for password in passwords {
+    let mut secrets: Vec<(&str, String)> = passwords
+        .iter()
+        .map(|p| ("a password", p.clone()))
+        .collect();
+    for url in urls {
+        let found = url_secrets(url);
         assert!(
-            password.len() >= 8,
-            "a password too short to scan for reliably"
+            !found.is_empty(),
+            "a ResponseURL without a signature: {url}"
         );
+        secrets.extend(
+            found
+                .into_iter()
+                .map(|s| ("a ResponseURL's query or signature", s)),
+        );
+    }
+    secrets.push(("a SCRAM verifier", VERIFIER_PREFIX.to_string()));
+    for (kind, secret) in &secrets {
+        assert!(secret.len() >= 8, "{kind} too short to scan for reliably");
         for (what, text) in texts {
-            assert!(
-                !text.contains(password.as_str()),
-                "a password appears in {what}"
-            );
+            if let Some(at) = text.find(secret.as_str()) {
+                // Where, without the secret itself.
+                let mut from = at.saturating_sub(160);
+                while !text.is_char_boundary(from) {
+                    from -= 1;
+                }
+                panic!("{kind} appears in {what}, after: …{}", &text[from..at]);
+            }
         }
     }
-    record_scan(passwords.len(), texts.iter().map(|(_, t)| t.len()).sum());
+    record_scan(secrets.len(), texts.iter().map(|(_, t)| t.len()).sum());
 }
 
 /// Appends the scan's size to target/secret-scan.log (summed by `make test`).
@@ -746,6 +830,7 @@ impl Deployment {
         let outcomes = self.outcomes.lock().unwrap().join("\n");
         assert_no_secret_in(
             &passwords,
+            &self.receiver.issued(),
             &[
                 ("the function's logs", self.function.logs()),
                 ("invocation results", outcomes),

@@ -58,6 +58,7 @@ pub fn handler(behaviour: Behaviour, mode: ResponseMode) -> (Handler<Scripted>, 
     let calls = Arc::new(AtomicUsize::new(0));
     let mut responder = Responder::new().expect("http client");
     responder.first_pause = Duration::from_millis(50);
+    responder.allow_local = true;
     let h = Handler::new(
         Scripted {
             behaviour,
