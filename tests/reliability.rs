@@ -14,7 +14,7 @@ use common::{Fixture, TestDb, column};
 use db_setup::config::Config;
 use db_setup::db::{Tls, TlsMode};
 use db_setup::handler::Handler;
-use db_setup::migrate::{MigrateError, MigrationSet, Migrator, RunOptions};
+use db_setup::migrate::{MigrateError, MigrationSet, Migrator, RunOptions, TransactionFate};
 use db_setup::respond::Responder;
 use db_setup::secrets::SecretsManager;
 use db_setup::setup::LiveSetup;
@@ -238,6 +238,144 @@ async fn a_statement_timeout_in_the_middle_of_a_batch_leaves_nothing() {
         .await
         .unwrap();
     assert_eq!(report.applied.len(), 3);
+}
+
+// ---- a transaction ended inside a batch (the batch marker) --------------------------
+
+/// A file whose COMMIT the statement splitter cannot see: with
+/// `standard_conforming_strings = off` (set on the database, as an old
+/// application might) `'x\''` is the string `x'`, so the server runs the
+/// `COMMIT` that the splitter reads as part of a string literal.
+const HIDDEN_COMMIT: &str =
+    "CREATE TABLE b (id int);\nSELECT 'x\\''; COMMIT; --';\nCREATE TABLE b2 (id int);\n";
+
+async fn database_without_standard_strings(hint: &str) -> TestDb {
+    let db = TestDb::new(hint).await;
+    let admin = common::connect(&common::admin_target("postgres")).await;
+    admin
+        .client()
+        .simple_query(&format!(
+            "ALTER DATABASE {} SET standard_conforming_strings = off",
+            db.name
+        ))
+        .await
+        .unwrap();
+    db
+}
+
+#[tokio::test]
+async fn a_commit_hidden_from_the_splitter_is_caught_and_reported_truthfully() {
+    let db = database_without_standard_strings("hiddencommit").await;
+    let fx = Fixture::new(&[
+        ("001_a.sql", "CREATE TABLE a (id int);"),
+        ("002_hidden.sql", HIDDEN_COMMIT),
+        ("003_c.sql", "CREATE TABLE c (id int);"),
+        // Fails: today's report would then claim that nothing of the batch was kept.
+        (
+            "004_d.sql",
+            "CREATE TABLE d (id int);\nINSERT INTO nope VALUES (1);",
+        ),
+    ]);
+    let conn = db.connect().await;
+    let err = Migrator::new(conn.client(), RunOptions::default())
+        .migrate(&fx.set())
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    // What the server did: the COMMIT kept 001_a and the start of 002_hidden; the rest
+    // (after the COMMIT, and the later files) was rolled back by the marker's guard.
+    assert!(db.table_exists("a").await && db.table_exists("b").await);
+    for t in ["b2", "c", "d"] {
+        assert!(!db.table_exists(t).await, "{t} remains: {text}");
+    }
+    assert!(db.history().await.is_empty(), "{text}");
+    // What the report says: exactly that, and never that nothing was kept.
+    assert!(!text.contains("Nothing of"), "{text}");
+    let f = match err {
+        MigrateError::Migration(f) => f,
+        other => panic!("expected a migration failure, got {other}"),
+    };
+    assert_eq!(f.migration.as_deref(), Some("002_hidden"), "{text}");
+    assert_eq!(f.ended_inside.as_deref(), Some("002_hidden"));
+    assert_eq!(f.transaction, Some(TransactionFate::Committed));
+    assert_eq!(f.committed, ["001_a"]);
+    assert_eq!(f.rolled_back, ["003_c", "004_d"]);
+    assert!(
+        text.contains("committed by a statement inside 002_hidden")
+            && text.contains(
+                "001_a and 002_hidden (up to that statement) stay applied WITHOUT history rows"
+            )
+            && text.contains("003_c and 004_d left nothing")
+            && text.contains("Remove the transaction control from 002_hidden"),
+        "{text}"
+    );
+
+    // Fixed (the COMMIT removed, the file made re-runnable), the next run applies the batch.
+    fx.write("001_a.sql", "CREATE TABLE IF NOT EXISTS a (id int);");
+    fx.write(
+        "002_hidden.sql",
+        "CREATE TABLE IF NOT EXISTS b (id int);\nCREATE TABLE b2 (id int);\n",
+    );
+    fx.write("004_d.sql", "CREATE TABLE d (id int);");
+    let report = Migrator::new(conn.client(), RunOptions::default())
+        .migrate(&fx.set())
+        .await
+        .unwrap();
+    assert_eq!(report.applied.len(), 4);
+}
+
+#[tokio::test]
+async fn a_hidden_commit_in_a_lone_file_and_a_hidden_rollback_are_caught() {
+    let db = database_without_standard_strings("hiddenone").await;
+    let conn = db.connect().await;
+    let each = RunOptions {
+        mode: db_setup::migrate::TransactionMode::Each,
+        ..RunOptions::default()
+    };
+    // One file in its own transaction: its history row is written in the same query.
+    let fx = Fixture::new(&[("001_hidden.sql", HIDDEN_COMMIT)]);
+    let err = Migrator::new(conn.client(), each.clone())
+        .migrate(&fx.set())
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(db.table_exists("b").await, "{text}");
+    assert!(!db.table_exists("b2").await, "{text}");
+    assert!(db.history().await.is_empty(), "{text}");
+    assert!(!text.contains("Nothing of"), "{text}");
+    assert!(
+        text.contains("committed by a statement inside 001_hidden"),
+        "{text}"
+    );
+
+    // A hidden ROLLBACK: the batch's start is undone and the rest must not run unguarded.
+    let db = database_without_standard_strings("hiddenrollback").await;
+    let conn = db.connect().await;
+    let fx = Fixture::new(&[
+        ("001_a.sql", "CREATE TABLE a (id int);"),
+        (
+            "002_hidden.sql",
+            "SELECT 'x\\''; ROLLBACK; --';\nCREATE TABLE b2 (id int);\n",
+        ),
+        ("003_c.sql", "CREATE TABLE c (id int);"),
+    ]);
+    let err = Migrator::new(conn.client(), RunOptions::default())
+        .migrate(&fx.set())
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    for t in ["a", "b2", "c"] {
+        assert!(!db.table_exists(t).await, "{t} remains: {text}");
+    }
+    assert!(
+        !db.table_exists("pgmigrations").await || db.history().await.is_empty(),
+        "{text}"
+    );
+    assert!(text.contains("ended inside 002_hidden"), "{text}");
+    assert!(
+        text.contains("checked: the server rolled it back"),
+        "{text}"
+    );
 }
 
 // ---- the deadline ------------------------------------------------------------------

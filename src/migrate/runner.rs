@@ -16,7 +16,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 use tracing::{info, warn};
 
 use super::MigrationSet;
-use super::error::{MigrateError, MigrationFailure, ServerError};
+use super::error::{MigrateError, MigrationFailure, ServerError, TransactionFate};
 use super::history::{self, TableState};
 use super::lock::{self, LockHolder};
 use super::parse::Migration;
@@ -195,6 +195,57 @@ pub fn steps<'m>(to_run: &[&'m Migration], mode: TransactionMode) -> Vec<Step<'m
         }
     }
     steps
+}
+
+/// The setting that marks a batch's own transaction: set with `SET LOCAL`
+/// semantics right after BEGIN, so it is gone as soon as that transaction
+/// ends, whatever ended it (a COMMIT, END or ROLLBACK inside a migration
+/// that the statement splitter did not see).
+const BATCH_MARKER: &str = "db_setup.batch";
+
+/// The setting a guard asks for when the marker is gone: no such setting
+/// exists, so the guard fails with "unrecognized configuration parameter".
+const MARKER_LOST: &str = "db_setup.batch_marker_lost";
+
+/// A token for one transaction: unique in this process, and never the
+/// empty value the marker takes back when its transaction ends.
+fn batch_token() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+/// Sets the marker and returns the transaction's id (for [`Migrator::fate`]).
+fn mark_sql(token: &str) -> String {
+    format!(
+        "SELECT pg_catalog.set_config('{BATCH_MARKER}', {}, true), pg_catalog.txid_current()",
+        history::literal(token)
+    )
+}
+
+/// Fails unless the marker of `token` is still set: the statement is still
+/// in the batch's own transaction. Appended to every query of a batch, in
+/// the same simple query, so after a hidden COMMIT it rolls back the rest of
+/// that query (which then runs in an implicit transaction of its own) and
+/// keeps the history rows from being written.
+fn guard_sql(token: &str) -> String {
+    format!(
+        "SELECT CASE WHEN pg_catalog.current_setting('{BATCH_MARKER}', true) = {} THEN 'in batch' \
+         ELSE pg_catalog.current_setting('{MARKER_LOST}') END",
+        history::literal(token)
+    )
+}
+
+/// True when `error` is a guard's: the batch's transaction had ended.
+fn is_guard_error(error: &ServerError) -> bool {
+    error.code.as_deref() == Some("42704") && error.message.contains(MARKER_LOST)
 }
 
 const INVALID_INDEXES_SQL: &str = "SELECT format('%I.%I', n.nspname, c.relname) \
@@ -437,12 +488,21 @@ impl<'c> Migrator<'c> {
     /// migrations get their rows in one INSERT sent with COMMIT once they all
     /// succeeded (a second round trip), each timed by the gap between its
     /// answer and the previous one: the server runs them back to back.
+    ///
+    /// The batch marker: BEGIN sets [`BATCH_MARKER`], and every migration's
+    /// query ends with a guard ([`guard_sql`]) that fails once the marker is
+    /// gone, as does the history write. So a transaction ended inside a
+    /// migration never gets history rows, what follows it is rolled back, and
+    /// the failure says what the server kept ([`Migrator::fate`]).
     async fn run_transaction(&self, batch: &[&Migration]) -> Result<Vec<AppliedStep>, StepError> {
         let started = Instant::now();
         let inline = batch.len() == 1;
         let defaults = (self.options.lock_timeout, self.options.statement_timeout);
+        let token = batch_token();
+        let guard = guard_sql(&token);
         let mut queries = vec![format!(
-            "BEGIN; {}",
+            "BEGIN; {}; {}",
+            mark_sql(&token),
             self.session_timeouts("LOCAL ", defaults.0, defaults.1)
         )];
         // For each query, the migration it belongs to.
@@ -456,9 +516,13 @@ impl<'c> Migrator<'c> {
                 owner.push(Some(i));
             }
             queries.push(if inline {
-                format!("{}\n;\n{}", m.sql(), history::insert_measured_sql(m))
+                format!(
+                    "{}\n;\n{guard};\n{}",
+                    m.sql(),
+                    history::insert_measured_sql(m)
+                )
             } else {
-                m.sql().to_string()
+                format!("{}\n;\n{guard}", m.sql())
             });
             owner.push(Some(i));
             migration_query.push(queries.len() - 1);
@@ -473,13 +537,19 @@ impl<'c> Migrator<'c> {
         }
 
         let results = pipeline(self.client, &queries).await;
+        // The transaction's id, read from the answer to BEGIN's query.
+        let xid = results
+            .first()
+            .and_then(|(r, _)| r.as_ref().ok())
+            .and_then(|messages| history::last_value(messages))
+            .and_then(|v| v.parse::<u64>().ok());
         if let Some((index, error)) = results
             .iter()
             .enumerate()
             .find_map(|(i, (r, _))| r.as_ref().err().map(|e| (i, ServerError::from_pg(e))))
         {
             let failed = owner.get(index).copied().flatten().map(|i| batch[i]);
-            return Err(self.transaction_failed(batch, failed, error).await);
+            return Err(self.transaction_failed(batch, failed, error, xid).await);
         }
         let mut steps = Vec::with_capacity(batch.len());
         for (m, &q) in batch.iter().zip(&migration_query) {
@@ -513,13 +583,16 @@ impl<'c> Migrator<'c> {
                 .copied()
                 .zip(steps.iter().map(|s| s.execution_ms))
                 .collect();
-            let finish = [history::insert_sql(&rows), "COMMIT".to_string()];
+            let finish = [
+                format!("{guard};\n{}", history::insert_sql(&rows)),
+                "COMMIT".to_string(),
+            ];
             if let Some(error) = pipeline(self.client, &finish)
                 .await
                 .iter()
                 .find_map(|(r, _)| r.as_ref().err().map(ServerError::from_pg))
             {
-                return Err(self.transaction_failed(batch, None, error).await);
+                return Err(self.transaction_failed(batch, None, error, xid).await);
             }
         }
         info!(
@@ -530,23 +603,41 @@ impl<'c> Migrator<'c> {
         Ok(steps)
     }
 
-    /// Closes a failed transaction (nothing of it remains) and describes the
-    /// failure; `failed` is the migration at fault, `None` for the history
-    /// write or the COMMIT.
+    /// Closes a failed transaction and describes the failure with what the
+    /// server kept of it; `failed` is the migration at fault, `None` for the
+    /// history write or the COMMIT.
     async fn transaction_failed(
         &self,
         batch: &[&Migration],
         failed: Option<&Migration>,
         error: ServerError,
+        xid: Option<u64>,
     ) -> StepError {
-        // A pipelined COMMIT already rolled an aborted transaction back; otherwise this does.
-        let _ = self.client.simple_query("ROLLBACK").await;
+        let ended_inside = failed.filter(|_| is_guard_error(&error));
+        let fate = self.fate(xid).await;
+        let names = |ms: &[&Migration]| ms.iter().map(|m| m.name.clone()).collect::<Vec<_>>();
+        // Where the transaction ended, when a statement inside it committed it:
+        // inside the migration whose guard failed, or else the one that failed after it.
+        let split_at = match fate {
+            TransactionFate::Committed => ended_inside
+                .or(failed)
+                .and_then(|by| batch.iter().position(|m| m.name == by.name)),
+            _ => None,
+        };
+        let (committed, rolled_back) = match (&fate, split_at) {
+            (TransactionFate::RolledBack, _) => (Vec::new(), names(batch)),
+            (TransactionFate::Committed, Some(at)) => {
+                (names(&batch[..at]), names(&batch[at + 1..]))
+            }
+            _ => (Vec::new(), Vec::new()),
+        };
         let timeouts = failed
             .map(|m| self.effective_timeouts(m))
             .unwrap_or((self.options.lock_timeout, self.options.statement_timeout));
         StepError::Failed(Box::new(MigrationFailure {
             migration: failed.map(|m| m.name.clone()),
             location: failed
+                .filter(|_| ended_inside.is_none())
                 .zip(error.position)
                 .map(|(m, p)| m.location_of_error(0, p)),
             statement: None,
@@ -555,12 +646,37 @@ impl<'c> Migrator<'c> {
                 TransactionMode::Batch => "batch",
                 TransactionMode::Each => "each",
             },
-            rolled_back: batch.iter().map(|m| m.name.clone()).collect(),
+            transaction: Some(fate),
+            ended_inside: ended_inside.map(|m| m.name.clone()),
+            rolled_back,
+            committed,
             kept: Vec::new(),
             invalid_indexes: Vec::new(),
             attempts: 1,
             timeouts,
         }))
+    }
+
+    /// Rolls back what is left of a failed transaction (a pipelined COMMIT
+    /// may already have) and asks the server what became of it: rolled back,
+    /// or committed by a statement inside it.
+    async fn fate(&self, xid: Option<u64>) -> TransactionFate {
+        let Some(xid) = xid else {
+            let _ = self.client.simple_query("ROLLBACK").await;
+            return TransactionFate::Unchecked("its transaction id was not read".into());
+        };
+        let sql = format!("ROLLBACK; SELECT pg_catalog.txid_status({xid})");
+        match self.client.simple_query(&sql).await {
+            Ok(messages) => match history::last_value(&messages) {
+                Some("aborted") => TransactionFate::RolledBack,
+                Some("committed") => TransactionFate::Committed,
+                other => TransactionFate::Unchecked(format!(
+                    "the server reports its status as {}",
+                    other.unwrap_or("unknown")
+                )),
+            },
+            Err(e) => TransactionFate::Unchecked(ServerError::from_pg(&e).message),
+        }
     }
 
     /// A no-transaction migration: each statement on its own (autocommit),
@@ -635,7 +751,10 @@ impl<'c> Migrator<'c> {
                             statement: Some(n + 1),
                             error,
                             ran_as: "no-transaction",
+                            transaction: None,
+                            ended_inside: None,
                             rolled_back: Vec::new(),
+                            committed: Vec::new(),
                             kept: Vec::new(),
                             invalid_indexes: Vec::new(),
                             attempts: 1,
