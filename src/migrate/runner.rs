@@ -21,6 +21,7 @@ use super::history::{self, TableState};
 use super::lock::{self, LockHolder};
 use super::parse::Migration;
 use super::plan::{self, AppliedMigration, Plan, Problem};
+use super::sql;
 use crate::db::pipeline;
 use crate::duration::pg_setting;
 
@@ -248,9 +249,72 @@ fn is_guard_error(error: &ServerError) -> bool {
     error.code.as_deref() == Some("42704") && error.message.contains(MARKER_LOST)
 }
 
-const INVALID_INDEXES_SQL: &str = "SELECT format('%I.%I', n.nspname, c.relname) \
+/// The invalid indexes: qualified name, name, oid, and whether another
+/// session is building an index on its table right now (a concurrent
+/// `CREATE INDEX` or `REINDEX`, whose `_ccnew` index is invalid meanwhile).
+const INVALID_INDEXES_SQL: &str = "SELECT format('%I.%I', n.nspname, c.relname), c.relname, c.oid::text, \
+     EXISTS (SELECT 1 FROM pg_catalog.pg_stat_progress_create_index p \
+             WHERE p.relid = i.indrelid AND p.pid <> pg_catalog.pg_backend_pid()) \
      FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid \
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid ORDER BY 1";
+
+/// One row of [`INVALID_INDEXES_SQL`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct InvalidIndex {
+    qualified: String,
+    name: String,
+    oid: String,
+    built_by_another_session: bool,
+}
+
+fn invalid_index_rows(messages: &[SimpleQueryMessage]) -> Vec<InvalidIndex> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(InvalidIndex {
+                qualified: r.get(0)?.to_string(),
+                name: r.get(1)?.to_string(),
+                oid: r.get(2)?.to_string(),
+                built_by_another_session: r.get(3) == Some("t"),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The names a migration's SQL mentions (unquoted ones folded to lower
+/// case, as PostgreSQL folds them).
+fn mentioned_names(m: &Migration) -> std::collections::HashSet<String> {
+    let body = m.sql();
+    sql::tokenize(body)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|t| {
+            let text = t.text(body);
+            match t.kind {
+                sql::TokenKind::Word => Some(text.to_ascii_lowercase()),
+                sql::TokenKind::QuotedIdent if text.len() >= 2 && text.starts_with('"') => {
+                    Some(text[1..text.len() - 1].replace("\"\"", "\""))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// The invalid indexes a no-transaction migration is answerable for: those
+/// that appeared while it ran, and older ones it names (a leftover that its
+/// `CREATE INDEX CONCURRENTLY IF NOT EXISTS` would skip over). Not those
+/// another session is building at this moment, nor unrelated old ones.
+fn indexes_left_by(m: &Migration, before: &[InvalidIndex], after: &[InvalidIndex]) -> Vec<String> {
+    let names = mentioned_names(m);
+    after
+        .iter()
+        .filter(|i| !i.built_by_another_session)
+        .filter(|i| !before.iter().any(|b| b.oid == i.oid) || names.contains(&i.name))
+        .map(|i| i.qualified.clone())
+        .collect()
+}
 
 fn first_column(messages: &[SimpleQueryMessage]) -> Vec<String> {
     messages
@@ -439,7 +503,6 @@ impl<'c> Migrator<'c> {
                 Ok(mut steps) => done.append(&mut steps),
                 Err(StepError::Failed(mut failure)) => {
                     failure.kept = done.iter().map(|s| s.name.clone()).collect();
-                    failure.invalid_indexes = self.invalid_indexes().await.unwrap_or_default();
                     warn!(error = %failure, "migration failed");
                     return Err(MigrateError::Migration(failure));
                 }
@@ -680,32 +743,50 @@ impl<'c> Migrator<'c> {
     }
 
     /// A no-transaction migration: each statement on its own (autocommit),
-    /// in order; the history row only after all succeed and no index is
-    /// left invalid.
+    /// in order; the history row only after all succeed and no index it is
+    /// answerable for is left invalid ([`indexes_left_by`]: the invalid
+    /// indexes are read before and after it).
     async fn run_outside(&self, m: &Migration) -> Result<Vec<AppliedStep>, StepError> {
         let started = Instant::now();
         let (lock_timeout, statement_timeout) = self.effective_timeouts(m);
-        let set = self.session_timeouts("", lock_timeout, statement_timeout);
-        self.client
-            .simple_query(&set)
-            .await
-            .map_err(|e| StepError::Other(MigrateError::database("setting timeouts", &e)))?;
+        // The timeouts and the invalid indexes before it, in one round trip.
+        let set = format!(
+            "{}; {INVALID_INDEXES_SQL}",
+            self.session_timeouts("", lock_timeout, statement_timeout)
+        );
+        let before = invalid_index_rows(&self.client.simple_query(&set).await.map_err(|e| {
+            StepError::Other(MigrateError::database(
+                "setting timeouts and reading invalid indexes",
+                &e,
+            ))
+        })?);
         let result = self
             .run_statements(m, (lock_timeout, statement_timeout))
             .await;
-        let restore = self.session_timeouts(
-            "",
-            self.options.lock_timeout,
-            self.options.statement_timeout,
+        let restore = format!(
+            "{}; {INVALID_INDEXES_SQL}",
+            self.session_timeouts(
+                "",
+                self.options.lock_timeout,
+                self.options.statement_timeout
+            )
         );
-        if let Err(e) = self.client.simple_query(&restore).await {
+        let after = self.client.simple_query(&restore).await;
+        if let Err(e) = &after {
             warn!(error = %e, "could not restore the session timeouts");
+        }
+        if let Err(StepError::Failed(mut failure)) = result {
+            if let Ok(after) = &after {
+                failure.invalid_indexes = indexes_left_by(m, &before, &invalid_index_rows(after));
+            }
+            return Err(StepError::Failed(failure));
         }
         result?;
 
-        let invalid = self.invalid_indexes().await.map_err(|e| {
+        let after = after.map_err(|e| {
             StepError::Other(MigrateError::database("checking for invalid indexes", &e))
         })?;
+        let invalid = indexes_left_by(m, &before, &invalid_index_rows(&after));
         if !invalid.is_empty() {
             return Err(StepError::Other(MigrateError::InvalidIndexes {
                 migration: m.name.clone(),
@@ -767,6 +848,7 @@ impl<'c> Migrator<'c> {
         Ok(())
     }
 
+    /// Every invalid index of the database (for `status`).
     async fn invalid_indexes(&self) -> Result<Vec<String>, tokio_postgres::Error> {
         Ok(first_column(
             &self.client.simple_query(INVALID_INDEXES_SQL).await?,
@@ -914,6 +996,36 @@ mod tests {
         assert_eq!(
             shape(&steps(&refs, TransactionMode::Each)),
             ["tx[1_a]", "tx[2_b]", "no-tx[3_idx]", "tx[4_c]"]
+        );
+    }
+
+    #[test]
+    fn a_no_transaction_file_answers_for_new_invalid_indexes_and_those_it_names() {
+        let ms = set(&[(
+            "002_idx.sql",
+            "-- db-setup: no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS Mine_X ON t (x);\nREINDEX INDEX CONCURRENTLY \"Quoted\"\"Idx\";",
+        )]);
+        let index = |name: &str, oid: &str, building: bool| InvalidIndex {
+            qualified: format!("s.{name}"),
+            name: name.into(),
+            oid: oid.into(),
+            built_by_another_session: building,
+        };
+        let before = [
+            index("old_unrelated", "1", false),
+            index("mine_x", "2", false),
+            index("Quoted\"Idx", "3", false),
+        ];
+        let after = [
+            index("old_unrelated", "1", false),
+            index("mine_x", "2", false),
+            index("Quoted\"Idx", "3", false),
+            index("new_one", "4", false),
+            index("t_x_ccnew", "5", true),
+        ];
+        assert_eq!(
+            indexes_left_by(&ms[0], &before, &after),
+            ["s.mine_x", "s.Quoted\"Idx", "s.new_one"]
         );
     }
 
