@@ -610,3 +610,169 @@ async fn a_sleeping_statement_gets_failed_before_the_deadline_and_is_cancelled()
     );
     assert!(!db.table_exists("slept").await);
 }
+
+// ---- a cancel that always lands ------------------------------------------------------
+
+/// A work that runs a pipeline of long sleeps outside any transaction, on a
+/// connection the deadline guard watches: a cancel stops the running one, and
+/// the queued ones would start next.
+struct PipelinedSleeps {
+    target: db_setup::db::Target,
+    options: db_setup::db::ConnectOptions,
+}
+
+impl PipelinedSleeps {
+    async fn run(
+        &self,
+        progress: db_setup::handler::Progress,
+    ) -> Result<(), db_setup::error::SetupError> {
+        progress.step("migrating");
+        let conn = db_setup::db::connect(&self.target, &common::plain(), &self.options)
+            .await
+            .expect("connect");
+        progress.watch(conn.canceller());
+        let sleeps = vec!["SELECT pg_sleep(60)".to_string(); 4];
+        db_setup::db::pipeline(conn.client(), &sleeps).await;
+        Ok(())
+    }
+}
+
+impl db_setup::handler::Setup for PipelinedSleeps {
+    async fn deploy(
+        &self,
+        _request: db_setup::event::CfnRequest,
+        progress: db_setup::handler::Progress,
+    ) -> Result<serde_json::Map<String, Value>, db_setup::error::SetupError> {
+        self.run(progress).await.map(|()| serde_json::Map::new())
+    }
+
+    async fn action(
+        &self,
+        _action: db_setup::event::Action,
+        progress: db_setup::handler::Progress,
+    ) -> Result<Value, db_setup::error::SetupError> {
+        self.run(progress).await.map(|()| Value::Null)
+    }
+}
+
+/// A TCP proxy to the test server that forwards the first connection (the
+/// work's) and, of the later ones (cancel requests), swallows the first
+/// `swallowed`: a cancel that cancels nothing, as one that lands between two
+/// queued statements. Closing the client side closes the server side.
+async fn proxy(swallowed: usize) -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let upstream = format!(
+        "{}:{}",
+        common::env("DB_SETUP_TEST_PG_HOST"),
+        common::env("DB_SETUP_TEST_PG_PORT")
+    );
+    let task = tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut client, _)) = listener.accept().await {
+            n += 1;
+            if n > 1 && n - 1 <= swallowed {
+                drop(client);
+                continue;
+            }
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    (port, task)
+}
+
+/// Runs the pipelined sleeps into a 5 s deadline, through [`proxy`], and
+/// returns how many backends of `application` are still there once FAILED
+/// went out, after a bounded poll (10 s; each sleep lasts 60 s).
+async fn backends_left_after_failed(
+    application: &str,
+    check_interval: Option<Duration>,
+    swallowed: usize,
+) -> String {
+    // Unique per run: a backend left by an earlier run must not count.
+    let application = format!("{application}-{}", std::process::id());
+    let db = TestDb::new("pipesleep").await;
+    let (port, proxy) = proxy(swallowed).await;
+    let mut target = db.target();
+    target.port = port;
+    let options = db_setup::db::ConnectOptions {
+        application_name: application.clone(),
+        client_check_interval: check_interval,
+        ..db_setup::db::ConnectOptions::default()
+    };
+    let handler = Handler::new(
+        PipelinedSleeps { target, options },
+        db_setup::config::ResponseMode::Direct,
+        Responder::new().unwrap(),
+        Duration::from_secs(2),
+        Duration::from_secs(300),
+    );
+    let receiver = Receiver::start().await;
+    let url = receiver.url();
+    let deadline = epoch_ms() + 5_000;
+    handler
+        .handle(cfn_event("Create", &url, json!({})), deadline)
+        .await
+        .unwrap();
+    let put = receiver.wait_for(&url, Duration::from_secs(1)).await;
+    assert!(put.at_ms < deadline);
+    assert_eq!(put.body["Status"], "FAILED", "{}", put.body);
+    let reason = put.body["Reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("timed out after 3s while migrating"),
+        "{reason}"
+    );
+    let watcher = TestDb::new("pipewatch").await;
+    let sql =
+        format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = '{application}'");
+    let mut left = String::new();
+    for _ in 0..100 {
+        left = watcher.query(&sql).await.remove(0);
+        if left == "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxy.abort();
+    left
+}
+
+#[tokio::test]
+async fn a_cancel_that_cancels_nothing_leaves_no_statement_running_after_failed() {
+    // Every cancel is lost. PostgreSQL 14+ still ends the backend: it checks the
+    // connection while a statement runs, and the function closed it.
+    let left = backends_left_after_failed(
+        "db-setup-pipeline-checked",
+        Some(Duration::from_secs(1)),
+        usize::MAX,
+    )
+    .await;
+    assert_eq!(left, "0", "a queued pg_sleep kept running after FAILED");
+}
+
+#[tokio::test]
+async fn without_the_server_side_check_the_cancel_is_repeated_until_it_lands() {
+    // An older server (no client_connection_check_interval), and the first cancel
+    // lost: the next ones stop the statement, and the backend ends.
+    let left = backends_left_after_failed("db-setup-pipeline-cancels", None, 1).await;
+    assert_eq!(left, "0", "a queued pg_sleep kept running after FAILED");
+}
+
+#[tokio::test]
+async fn connections_ask_the_server_to_watch_for_a_gone_client() {
+    let db = TestDb::new("checkinterval").await;
+    let conn = db.connect().await;
+    let shown = common::column(
+        &conn
+            .client()
+            .simple_query("SHOW client_connection_check_interval")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(shown, ["1s"]);
+}
