@@ -99,8 +99,11 @@ impl Progress {
     /// queued statements cancelled nothing.
     async fn stop<T>(&self, task: &mut tokio::task::JoinHandle<T>) {
         task.abort();
-        // Wait until the task is gone, and with it the connection it held.
-        let _ = task.await;
+        // Wait until the task is gone, and with it the connection it held
+        // (bounded: a task stops at its next await).
+        if tokio::time::timeout(Duration::from_secs(1), task).await.is_err() {
+            warn!("the stopped work did not end within 1s");
+        }
         let canceller = self.state().canceller.clone();
         if let Some(c) = canceller {
             if tokio::time::timeout(Duration::from_secs(2), c.cancel())
