@@ -101,7 +101,10 @@ impl Progress {
         task.abort();
         // Wait until the task is gone, and with it the connection it held
         // (bounded: a task stops at its next await).
-        if tokio::time::timeout(Duration::from_secs(1), task).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .is_err()
+        {
             warn!("the stopped work did not end within 1s");
         }
         let canceller = self.state().canceller.clone();

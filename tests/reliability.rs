@@ -542,6 +542,29 @@ async fn a_statement_stuck_behind_a_table_lock_is_cancelled_and_failed_before_th
     );
 }
 
+/// Runs a Create through a handler over `setup` (margin 2 s) with a deadline 5 s
+/// away; checks FAILED arrived before it and returns its Reason.
+async fn failed_in_five_seconds(setup: impl db_setup::handler::Setup) -> String {
+    let handler = Handler::new(
+        setup,
+        db_setup::config::ResponseMode::Direct,
+        Responder::new().unwrap(),
+        Duration::from_secs(2),
+        Duration::from_secs(300),
+    );
+    let receiver = Receiver::start().await;
+    let url = receiver.url();
+    let deadline = epoch_ms() + 5_000;
+    handler
+        .handle(cfn_event("Create", &url, json!({})), deadline)
+        .await
+        .unwrap();
+    let put = receiver.wait_for(&url, Duration::from_secs(1)).await;
+    assert!(put.at_ms < deadline);
+    assert_eq!(put.body["Status"], "FAILED", "{}", put.body);
+    put.body["Reason"].as_str().unwrap().to_string()
+}
+
 #[tokio::test]
 async fn a_sleeping_statement_gets_failed_before_the_deadline_and_is_cancelled() {
     // The real work (LiveSetup) with a migration that sleeps, in-process.
@@ -573,24 +596,7 @@ async fn a_sleeping_statement_gets_failed_before_the_deadline_and_is_cancelled()
         fx.set(),
         Spec::default(),
     );
-    let handler = Handler::new(
-        setup,
-        db_setup::config::ResponseMode::Direct,
-        Responder::new().unwrap(),
-        Duration::from_secs(2),
-        Duration::from_secs(300),
-    );
-    let receiver = Receiver::start().await;
-    let url = receiver.url();
-    let deadline = epoch_ms() + 5_000;
-    handler
-        .handle(cfn_event("Create", &url, json!({})), deadline)
-        .await
-        .unwrap();
-    let put = receiver.wait_for(&url, Duration::from_secs(1)).await;
-    assert!(put.at_ms < deadline);
-    assert_eq!(put.body["Status"], "FAILED");
-    let reason = put.body["Reason"].as_str().unwrap();
+    let reason = failed_in_five_seconds(setup).await;
     assert!(
         reason.starts_with("timed out after ") && reason.contains("s while migrating"),
         "{reason}"
@@ -705,24 +711,7 @@ async fn backends_left_after_failed(
         client_check_interval: check_interval,
         ..db_setup::db::ConnectOptions::default()
     };
-    let handler = Handler::new(
-        PipelinedSleeps { target, options },
-        db_setup::config::ResponseMode::Direct,
-        Responder::new().unwrap(),
-        Duration::from_secs(2),
-        Duration::from_secs(300),
-    );
-    let receiver = Receiver::start().await;
-    let url = receiver.url();
-    let deadline = epoch_ms() + 5_000;
-    handler
-        .handle(cfn_event("Create", &url, json!({})), deadline)
-        .await
-        .unwrap();
-    let put = receiver.wait_for(&url, Duration::from_secs(1)).await;
-    assert!(put.at_ms < deadline);
-    assert_eq!(put.body["Status"], "FAILED", "{}", put.body);
-    let reason = put.body["Reason"].as_str().unwrap();
+    let reason = failed_in_five_seconds(PipelinedSleeps { target, options }).await;
     assert!(
         reason.starts_with("timed out after 3s while migrating"),
         "{reason}"
