@@ -4,8 +4,16 @@
 //! Round trips: a no-op run costs three after connecting (lock + table
 //! check, history read, unlock). A run with work adds two for a whole batch
 //! in `batch` mode (every migration of it pipelined, then its history rows
-//! and COMMIT), one per migration in `each` mode, and one per statement of a
-//! no-transaction file.
+//! and COMMIT), one per migration in `each` mode, and for a no-transaction
+//! file one per statement plus three (timeouts and invalid indexes before
+//! it, the same after it, its history row).
+//!
+//! Guards: a transaction carries a marker (`db_setup.batch`, local to it)
+//! that every migration's query and the history write check, so a COMMIT
+//! the statement lexer missed never gets history rows nor a partial batch
+//! committed silently; a failed transaction's fate is asked of the server.
+//! After a no-transaction file, only the invalid indexes it left stop it
+//! from being recorded.
 
 use std::fmt;
 use std::str::FromStr;
