@@ -418,7 +418,7 @@ async fn connect_once(
         Ok(Ok(pair)) => pair,
     };
     if let Some(interval) = options.client_check_interval {
-        watch_client_connection(&client, major, interval).await;
+        watch_client_connection(&client, major, interval);
     }
     if tls.mode == TlsMode::Disable {
         warn!(endpoint = %endpoint, "connected WITHOUT TLS, as configured: acceptable for a local database only");
@@ -450,9 +450,12 @@ where
 /// Sets `client_connection_check_interval` (PostgreSQL 14+): while a
 /// statement runs, the server checks the client is still connected and ends
 /// the backend when it is not, so nothing keeps running (and holding locks)
-/// after this process closed the connection. Best effort: a server that
-/// refuses it still serves.
-async fn watch_client_connection(client: &Client, major: Option<u32>, interval: Duration) {
+/// after this process closed the connection.
+///
+/// The `SET` is queued without waiting for its answer: it reaches the server
+/// before the next query, in the same flight, and costs no round trip of its
+/// own (its answer is read and dropped by the connection task).
+fn watch_client_connection(client: &Client, major: Option<u32>, interval: Duration) {
     if major.is_none_or(|m| m < 14) {
         debug!(
             ?major,
@@ -464,9 +467,10 @@ async fn watch_client_connection(client: &Client, major: Option<u32>, interval: 
         "SET client_connection_check_interval = {}",
         crate::duration::pg_setting(interval)
     );
-    if let Err(e) = client.simple_query(&sql).await {
-        warn!(error = %error_chain(&e), "could not set client_connection_check_interval");
-    }
+    // tokio-postgres queues a request when its future is first polled (see `pipeline`).
+    let mut request = std::pin::pin!(client.simple_query(&sql));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let _ = request.as_mut().poll(&mut cx);
 }
 
 fn spawn_connection<S, T>(connection: tokio_postgres::Connection<S, T>) -> JoinHandle<()>
