@@ -21,7 +21,7 @@ interop_stamp := tests/interop/node_modules/.installed
 infra_stamp := infra/node_modules/.installed
 pg15 := /usr/lib/postgresql/15/bin/postgres
 
-.PHONY: help setup test test-rust test-local-loop lint lint-sql test-infra demo up down watch invoke package synth diff deploy bench certs clean
+.PHONY: help setup test test-harness test-rust test-local-loop lint lint-sql test-infra demo up down watch invoke package synth diff deploy bench certs clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -47,12 +47,15 @@ $(pg15):
 setup: $(venv_stamp) $(interop_stamp) $(pg15) ## Install the tools (idempotent)
 	@if [ -f infra/package.json ]; then $(MAKE) $(infra_stamp); fi
 
-test: setup lint test-rust lint-sql test-infra test-local-loop ## The whole suite (what CI runs)
+test: setup lint test-harness test-rust lint-sql test-infra test-local-loop ## The whole suite (what CI runs)
 	@echo "make test: all green"
 
 lint: ## cargo fmt --check and clippy -D warnings
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
+
+test-harness: setup ## The test servers start from a 0700 checkout (pgserver copied with its libraries)
+	scripts/check-private-checkout.sh $(VENV)
 
 test-rust: setup ## Unit and integration tests against real PostgreSQL 16, PostgreSQL 15 (TLS), moto
 	rm -f target/secret-scan.log

@@ -74,11 +74,16 @@ class Postgres:
         base.mkdir(parents=True, exist_ok=True)
         if is_root():
             # The postgres user must be able to execute the binaries; a venv
-            # under a 0700 home is not reachable, so copy the installation.
+            # under a 0700 home is not reachable, so copy the installation in
+            # the wheel's layout: the binaries find libpq by a relative RPATH
+            # ($ORIGIN/../../../pgserver.libs), as scripts/servers.sh does.
             probe = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(bin_dir / "postgres")])
             if probe.returncode != 0:
-                shutil.copytree(bin_dir.parent, base / "pginstall", symlinks=True)
-                bin_dir = base / "pginstall" / "bin"
+                install = bin_dir.parent
+                copy = base / "pgpkg" / "pgserver" / "pginstall"
+                shutil.copytree(install, copy, symlinks=True)
+                shutil.copytree(install.parent.parent / "pgserver.libs", base / "pgpkg" / "pgserver.libs", symlinks=True)
+                bin_dir = copy / "bin"
         self.bin = bin_dir
         pwfile = base / "pwfile"
         pwfile.write_text(self.password + "\n")

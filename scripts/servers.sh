@@ -45,13 +45,24 @@ pgserver_bin() {
 }
 
 # As root, the postgres user must be able to execute the binaries; a venv under
-# a 0700 home is not reachable, so copy the installation next to the data.
+# a 0700 directory (root's home, a `mktemp -d` checkout) is not reachable, so
+# copy the installation next to the data. The binaries and libraries find
+# libpq by a relative RPATH ($ORIGIN/../../../pgserver.libs from pginstall/bin,
+# one more ../ from pginstall/lib/postgresql), so the copy keeps the wheel's
+# layout: DIR/pgpkg/pgserver/pginstall beside DIR/pgpkg/pgserver.libs.
 reachable_pg_bin() {
-  local bin=$1 dir=$2
+  local bin=$1 dir=$2 install site
   if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$bin/postgres"; then
-    cp -a "$(dirname "$bin")" "$dir/pginstall"
-    chown -R postgres: "$dir/pginstall"
-    bin="$dir/pginstall/bin"
+    install=$(dirname "$bin")
+    site=$(dirname "$(dirname "$install")")
+    [ -d "$site/pgserver.libs" ] || die "pgserver's libraries are missing: $site/pgserver.libs"
+    mkdir -p "$dir/pgpkg/pgserver"
+    cp -a "$install" "$dir/pgpkg/pgserver/pginstall"
+    cp -a "$site/pgserver.libs" "$dir/pgpkg/pgserver.libs"
+    chown -R postgres: "$dir/pgpkg"
+    bin="$dir/pgpkg/pgserver/pginstall/bin"
+    runuser -u postgres -- "$bin/initdb" --version >/dev/null 2>&1 ||
+      die "the copy of pgserver in $dir/pgpkg does not run as postgres (check: ldd $bin/initdb)"
   fi
   echo "$bin"
 }

@@ -12,7 +12,7 @@ use postgres_native_tls::MakeTlsConnector;
 use tokio::task::JoinHandle;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::{CancelToken, Client, NoTls, SimpleQueryMessage};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::secret::SecretString;
 
@@ -181,6 +181,11 @@ pub struct ConnectOptions {
     pub retry_pause: Duration,
     /// `application_name`, visible in `pg_stat_activity`.
     pub application_name: String,
+    /// `client_connection_check_interval` for the session (PostgreSQL 14+;
+    /// left alone on older servers): while a statement runs, the server
+    /// checks this often whether the client is still there, and ends the
+    /// backend when it is not. `None` leaves the server's setting.
+    pub client_check_interval: Option<Duration>,
 }
 
 impl Default for ConnectOptions {
@@ -190,6 +195,7 @@ impl Default for ConnectOptions {
             attempts: 3,
             retry_pause: Duration::from_secs(1),
             application_name: "db-setup".into(),
+            client_check_interval: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -295,6 +301,14 @@ impl Drop for Connection {
 
 /// Cancels the query running on a connection (a server-side cancel request:
 /// a statement keeps running on the server after its client goes away).
+///
+/// One cancel request may cancel nothing: one that reaches the backend
+/// between two statements (queued behind each other in a pipeline) is
+/// ignored, and the next statement runs. So the deadline guard closes the
+/// connection first and then cancels again and again for a short while
+/// ([`Canceller::keep_cancelling`]); on PostgreSQL 14+ the session's
+/// `client_connection_check_interval` also makes the server end a backend
+/// whose client is gone, whatever it runs.
 #[derive(Clone)]
 pub struct Canceller {
     token: CancelToken,
@@ -302,15 +316,42 @@ pub struct Canceller {
 }
 
 impl Canceller {
-    /// Sends the cancel request; best effort.
+    /// Sends one cancel request; best effort.
     pub async fn cancel(&self) {
-        let result = match &self.tls.connector {
-            Some(connector) => self.token.cancel_query(connector.clone()).await,
-            None => self.token.cancel_query(NoTls).await,
-        };
-        if let Err(e) = result {
+        if let Err(e) = self.send().await {
             warn!(error = %e, "could not cancel the running query");
         }
+    }
+
+    async fn send(&self) -> Result<(), tokio_postgres::Error> {
+        match &self.tls.connector {
+            Some(connector) => self.token.cancel_query(connector.clone()).await,
+            None => self.token.cancel_query(NoTls).await,
+        }
+    }
+
+    /// Sends a cancel request every `every` until `bound` has passed (each
+    /// bounded by `every`): whatever statement the backend runs meanwhile is
+    /// cancelled, and once its connection is closed, the backend ends when it
+    /// reports the cancellation. A request to a backend that is gone is
+    /// ignored by the server.
+    pub async fn keep_cancelling(&self, bound: Duration, every: Duration) {
+        let until = tokio::time::Instant::now() + bound;
+        let mut sent = 0u32;
+        while tokio::time::Instant::now() < until {
+            let next = tokio::time::Instant::now() + every;
+            match tokio::time::timeout(every, self.send()).await {
+                Ok(Ok(())) => sent += 1,
+                Ok(Err(e)) => debug!(error = %e, "a repeated cancel request failed"),
+                Err(_) => debug!("a repeated cancel request timed out"),
+            }
+            tokio::time::sleep_until(next).await;
+        }
+        info!(
+            requests = sent,
+            bound_ms = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX),
+            "repeated cancel requests done"
+        );
     }
 }
 
@@ -368,17 +409,19 @@ async fn connect_once(
             Some(connector) => {
                 config.ssl_mode(SslMode::Require);
                 let (client, connection) = config.connect(connector.clone()).await?;
-                Ok::<_, tokio_postgres::Error>((client, spawn_connection(connection)))
+                let major = server_major(&connection);
+                Ok::<_, tokio_postgres::Error>((client, spawn_connection(connection), major))
             }
             None => {
                 config.ssl_mode(SslMode::Disable);
                 let (client, connection) = config.connect(NoTls).await?;
-                Ok((client, spawn_connection(connection)))
+                let major = server_major(&connection);
+                Ok((client, spawn_connection(connection), major))
             }
         }
     };
     // connect_timeout bounds each step; this bounds the whole handshake too.
-    let (client, task) = match tokio::time::timeout(options.timeout, connecting).await {
+    let (client, task, major) = match tokio::time::timeout(options.timeout, connecting).await {
         Err(_) => {
             return Err(ConnectError::Unreachable {
                 endpoint,
@@ -389,6 +432,9 @@ async fn connect_once(
         Ok(Err(e)) => return Err(classify(&endpoint, &target.user, &e)),
         Ok(Ok(pair)) => pair,
     };
+    if let Some(interval) = options.client_check_interval {
+        watch_client_connection(&client, major, interval);
+    }
     if tls.mode == TlsMode::Disable {
         warn!(endpoint = %endpoint, "connected WITHOUT TLS, as configured: acceptable for a local database only");
     } else {
@@ -400,6 +446,46 @@ async fn connect_once(
         tls: tls.clone(),
         task,
     })
+}
+
+/// The server's major version, from the `server_version` it reported at startup.
+fn server_major<S, T>(connection: &tokio_postgres::Connection<S, T>) -> Option<u32>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    connection
+        .parameter("server_version")?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Sets `client_connection_check_interval` (PostgreSQL 14+): while a
+/// statement runs, the server checks the client is still connected and ends
+/// the backend when it is not, so nothing keeps running (and holding locks)
+/// after this process closed the connection.
+///
+/// The `SET` is queued without waiting for its answer: it reaches the server
+/// before the next query, in the same flight, and costs no round trip of its
+/// own (its answer is read and dropped by the connection task).
+fn watch_client_connection(client: &Client, major: Option<u32>, interval: Duration) {
+    if major.is_none_or(|m| m < 14) {
+        debug!(
+            ?major,
+            "client_connection_check_interval needs PostgreSQL 14+: not set"
+        );
+        return;
+    }
+    let sql = format!(
+        "SET client_connection_check_interval = {}",
+        crate::duration::pg_setting(interval)
+    );
+    // tokio-postgres queues a request when its future is first polled (see `pipeline`).
+    let mut request = std::pin::pin!(client.simple_query(&sql));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let _ = request.as_mut().poll(&mut cx);
 }
 
 fn spawn_connection<S, T>(connection: tokio_postgres::Connection<S, T>) -> JoinHandle<()>

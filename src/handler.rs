@@ -90,7 +90,23 @@ impl Progress {
         self.state().canceller = Some(canceller);
     }
 
-    async fn cancel_running_query(&self) {
+    /// Stops the work and what it runs on the server: the work's task is
+    /// stopped first (its connection closes, so the backend ends at its next
+    /// message to this process, or, on PostgreSQL 14+, at its next
+    /// `client_connection_check_interval`), then the running statement is
+    /// cancelled, and cancelled again in the background for
+    /// [`CANCEL_REPEAT`]: a cancel that reached the backend between two
+    /// queued statements cancelled nothing.
+    async fn stop<T>(&self, task: &mut tokio::task::JoinHandle<T>) {
+        task.abort();
+        // Wait until the task is gone, and with it the connection it held
+        // (bounded: a task stops at its next await).
+        if tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .is_err()
+        {
+            warn!("the stopped work did not end within 1s");
+        }
         let canceller = self.state().canceller.clone();
         if let Some(c) = canceller {
             if tokio::time::timeout(Duration::from_secs(2), c.cancel())
@@ -99,9 +115,17 @@ impl Progress {
             {
                 warn!("the cancel request timed out");
             }
+            tokio::spawn(async move {
+                c.keep_cancelling(CANCEL_REPEAT, CANCEL_EVERY).await;
+            });
         }
     }
 }
+
+/// How long cancel requests are repeated after the deadline stopped the work.
+const CANCEL_REPEAT: Duration = Duration::from_secs(2);
+/// The pause between two of them.
+const CANCEL_EVERY: Duration = Duration::from_millis(200);
 
 /// How long the work may take, and until when the response may be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -403,8 +427,8 @@ impl<S: Setup> Handler<S> {
     }
 
     /// Runs the work in its own task: a panic becomes [`SetupError::Panic`],
-    /// running past `limit` cancels the running query, stops the task and
-    /// becomes [`SetupError::Timeout`].
+    /// running past `limit` stops the task, cancels what it ran on the server
+    /// (see [`Progress::stop`]) and becomes [`SetupError::Timeout`].
     async fn guarded<T, F, Fut>(&self, limit: Duration, work: F) -> Result<T, SetupError>
     where
         T: Send + 'static,
@@ -425,8 +449,7 @@ impl<S: Setup> Handler<S> {
             () = tokio::time::sleep(limit) => {
                 let step = progress.current();
                 error!(step = %step, budget_s = limit.as_secs(), "time budget exhausted: stopping the work");
-                progress.cancel_running_query().await;
-                task.abort();
+                progress.stop(&mut task).await;
                 Err(SetupError::Timeout { budget: limit, step })
             }
         };

@@ -307,6 +307,123 @@ async fn if_not_exists_over_an_invalid_index_is_caught_not_recorded() {
     assert_eq!(db.history().await, ["001_t"]);
 }
 
+/// Polls (up to 10 s) until `sql`, run on `db`, answers `want`.
+async fn until(db: &TestDb, sql: &str, want: &str) {
+    for _ in 0..100 {
+        if db.query(sql).await == [want] {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{sql} never answered {want}");
+}
+
+const OWN_INDEX: (&str, &str) = (
+    "002_idx.sql",
+    "-- db-setup: no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS mine_x ON mine (x);",
+);
+
+#[tokio::test]
+async fn an_unrelated_invalid_index_does_not_stop_a_no_transaction_migration() {
+    let db = TestDb::new("otherinvalid").await;
+    // Someone else's failed concurrent build, in another schema, before the run.
+    db.query(
+        "CREATE SCHEMA other; CREATE TABLE other.t (x int); INSERT INTO other.t VALUES (1), (1)",
+    )
+    .await;
+    let conn = db.connect().await;
+    let err = conn
+        .client()
+        .simple_query("CREATE UNIQUE INDEX CONCURRENTLY t_x_key ON other.t (x)")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("23505"));
+
+    let fx = Fixture::new(&[("001_mine.sql", "CREATE TABLE mine (x int);"), OWN_INDEX]);
+    let report = Migrator::new(conn.client(), RunOptions::default())
+        .migrate(&fx.set())
+        .await
+        .unwrap();
+    assert_eq!(report.applied.len(), 2);
+    assert_eq!(db.history().await, ["001_mine", "002_idx"]);
+    // Still listed by status, as it is still there.
+    let status = Migrator::new(conn.client(), RunOptions::default())
+        .status(&fx.set())
+        .await
+        .unwrap();
+    assert_eq!(status.invalid_indexes, ["other.t_x_key"]);
+}
+
+#[tokio::test]
+async fn an_index_another_session_is_building_concurrently_is_not_blamed() {
+    let db = TestDb::new("otherbuild").await;
+    db.query("CREATE TABLE theirs (x int)").await;
+    let conn = db.connect().await;
+    // The migration waits on an advisory lock the test holds, so the other build starts mid-file.
+    let gate = db.connect().await;
+    gate.client()
+        .simple_query("SELECT pg_advisory_lock(4242)")
+        .await
+        .unwrap();
+    let fx = Fixture::new(&[
+        ("001_mine.sql", "CREATE TABLE mine (x int);"),
+        (
+            "002_idx.sql",
+            "-- db-setup: no-transaction\nSELECT pg_advisory_lock(4242);\nSELECT pg_advisory_unlock(4242);\nCREATE INDEX CONCURRENTLY IF NOT EXISTS mine_x ON mine (x);",
+        ),
+    ]);
+    let set = fx.set();
+    let migrator = Migrator::new(conn.client(), RunOptions::default());
+    let run = migrator.migrate(&set);
+    let other = async {
+        until(
+            &db,
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'",
+            "1",
+        )
+        .await;
+        // Another session's CREATE INDEX CONCURRENTLY, held in its first wait by an open writer:
+        // its index exists, INVALID, while the migration runs.
+        let writer = db.connect().await;
+        writer
+            .client()
+            .simple_query("BEGIN; INSERT INTO theirs VALUES (1)")
+            .await
+            .unwrap();
+        let builder = db.connect().await;
+        let build = tokio::spawn(async move {
+            builder
+                .client()
+                .simple_query("CREATE INDEX CONCURRENTLY theirs_x ON theirs (x)")
+                .await
+                .map(|_| ())
+        });
+        until(
+            &db,
+            "SELECT count(*) FROM pg_stat_progress_create_index WHERE relid = 'theirs'::regclass",
+            "1",
+        )
+        .await;
+        until(
+            &db,
+            "SELECT count(*) FROM pg_index WHERE indexrelid = 'theirs_x'::regclass AND NOT indisvalid",
+            "1",
+        )
+        .await;
+        gate.client()
+            .simple_query("SELECT pg_advisory_unlock(4242)")
+            .await
+            .unwrap();
+        (writer, build)
+    };
+    let (result, (writer, build)) = tokio::join!(run, other);
+    let report = result.unwrap();
+    assert_eq!(report.applied.len(), 2);
+    assert_eq!(db.history().await, ["001_mine", "002_idx"]);
+    writer.client().simple_query("COMMIT").await.unwrap();
+    build.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn lock_held_by_another_session_makes_the_run_wait_then_fail_naming_the_holder() {
     let db = TestDb::new("lockheld").await;

@@ -107,6 +107,20 @@ impl Serialize for Location {
     }
 }
 
+/// What became of a failed transaction, asked of the server after the
+/// failure (`txid_status` of the transaction's id), never assumed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransactionFate {
+    /// The server rolled it back: nothing of it remains.
+    RolledBack,
+    /// The server committed it, though db-setup did not: a statement inside
+    /// the batch (a COMMIT the statement splitter did not see) ended it.
+    Committed,
+    /// It could not be asked (the connection was lost, ...): why.
+    Unchecked(String),
+}
+
 /// A migration that failed, and the state it left.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MigrationFailure {
@@ -120,8 +134,17 @@ pub struct MigrationFailure {
     pub error: ServerError,
     /// How the failed migration ran: `batch`, `each` or `no-transaction`.
     pub ran_as: &'static str,
-    /// Rolled back with it (the rest of its batch).
+    /// For a transaction: what the server says became of it. `None` for a
+    /// file run outside a transaction.
+    pub transaction: Option<TransactionFate>,
+    /// The migration inside which the batch's transaction ended: the batch
+    /// marker was gone after it (a COMMIT or ROLLBACK the splitter did not see).
+    pub ended_inside: Option<String>,
+    /// Of its batch, checked: nothing of these remains.
     pub rolled_back: Vec<String>,
+    /// Of its batch, checked: committed by a statement inside the batch,
+    /// WITHOUT their history rows (the migrations before `ended_inside`).
+    pub committed: Vec<String>,
     /// Applied and committed earlier in this run; they stay applied.
     pub kept: Vec<String>,
     /// Invalid indexes in the database after the failure (a failed
@@ -134,34 +157,140 @@ pub struct MigrationFailure {
     pub timeouts: (Duration, Duration),
 }
 
+/// `a`, `a and b`, `a, b and c`.
+fn and_list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+impl MigrationFailure {
+    /// What remains of the failed transaction, as checked on the server.
+    fn describe_transaction(
+        &self,
+        f: &mut fmt::Formatter<'_>,
+        fate: &TransactionFate,
+    ) -> fmt::Result {
+        match fate {
+            TransactionFate::RolledBack => {
+                if let Some(by) = &self.ended_inside {
+                    write!(
+                        f,
+                        "Its transaction was ended inside {by} by a statement db-setup's statement splitter did not see (a ROLLBACK or similar); checked: the server rolled it back. "
+                    )?;
+                }
+                match self.rolled_back.as_slice() {
+                    [] | [_] => write!(f, "Nothing of it was kept.")?,
+                    all => write!(
+                        f,
+                        "Nothing of its batch was kept (rolled back: {}).",
+                        all.join(", ")
+                    )?,
+                }
+                match &self.ended_inside {
+                    Some(by) => write!(
+                        f,
+                        " Remove the transaction control from {by} and deploy again."
+                    ),
+                    None => Ok(()),
+                }
+            }
+            TransactionFate::Committed => {
+                let by = self.ended_inside.as_deref().or(self.migration.as_deref());
+                let mut kept = self.committed.clone();
+                match by {
+                    Some(by) => {
+                        write!(
+                            f,
+                            "Its transaction was committed by a statement inside {by}"
+                        )?;
+                        kept.push(format!("{by} (up to that statement)"));
+                    }
+                    None => write!(f, "Its transaction was committed by a statement inside it")?,
+                }
+                write!(
+                    f,
+                    " (a COMMIT, END or similar that db-setup's statement splitter did not see, e.g. a backslash in a string with standard_conforming_strings off), not by db-setup: "
+                )?;
+                match kept.as_slice() {
+                    [] => write!(
+                        f,
+                        "what ran before that statement stays applied WITHOUT history rows, so the next run would run it again."
+                    )?,
+                    [one] => write!(
+                        f,
+                        "{one} stays applied WITHOUT its history row, so the next run would run it again."
+                    )?,
+                    all => write!(
+                        f,
+                        "{} stay applied WITHOUT history rows, so the next run would run them again.",
+                        and_list(all)
+                    )?,
+                }
+                if !self.rolled_back.is_empty() {
+                    write!(
+                        f,
+                        " What ran after it was rolled back: {} left nothing.",
+                        and_list(&self.rolled_back)
+                    )?;
+                }
+                write!(
+                    f,
+                    " Remove the transaction control from {}, and make what stays applied safe to run again (or undo it by hand) before deploying again.",
+                    by.unwrap_or("the file")
+                )
+            }
+            TransactionFate::Unchecked(reason) => write!(
+                f,
+                "db-setup did not commit its transaction ({}), and the server rolls back what is not committed; whether a statement inside it committed could not be checked ({reason}).",
+                self.batch_names().join(", ")
+            ),
+        }
+    }
+
+    /// Every migration of the failed transaction.
+    fn batch_names(&self) -> Vec<String> {
+        let mut all = self.committed.clone();
+        all.extend(self.ended_inside.clone());
+        all.extend(self.rolled_back.iter().cloned());
+        if all.is_empty() {
+            all.extend(self.migration.clone());
+        }
+        all
+    }
+}
+
 impl fmt::Display for MigrationFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.migration {
-            Some(name) => write!(f, "migration {name} failed")?,
-            None => write!(f, "the migration transaction failed at COMMIT")?,
+        match (&self.migration, &self.ended_inside) {
+            (_, Some(by)) => write!(
+                f,
+                "migration {by} ended the transaction db-setup runs it in (its batch marker was gone after it). "
+            )?,
+            (Some(name), None) => write!(f, "migration {name} failed")?,
+            (None, None) => write!(f, "the migration transaction failed at COMMIT")?,
         }
-        if let Some(n) = self.statement {
-            write!(f, " in statement {n}")?;
+        if self.ended_inside.is_none() {
+            if let Some(n) = self.statement {
+                write!(f, " in statement {n}")?;
+            }
+            if let Some(l) = self.location {
+                write!(f, " at {l}")?;
+            }
+            write!(f, ": {}", self.error)?;
+            if self.attempts > 1 {
+                write!(f, " (after {} attempts)", self.attempts)?;
+            }
+            write!(f, ". ")?;
         }
-        if let Some(l) = self.location {
-            write!(f, " at {l}")?;
-        }
-        write!(f, ": {}", self.error)?;
-        if self.attempts > 1 {
-            write!(f, " (after {} attempts)", self.attempts)?;
-        }
-        write!(f, ". ")?;
-        match self.ran_as {
-            "no-transaction" => write!(
+        match &self.transaction {
+            None => write!(
                 f,
                 "It ran outside a transaction: statements before the failing one stay done; it is not recorded and runs again from its first statement next time."
             )?,
-            _ if self.rolled_back.len() > 1 => write!(
-                f,
-                "Nothing of its batch was kept (rolled back: {}).",
-                self.rolled_back.join(", ")
-            )?,
-            _ => write!(f, "Nothing of it was kept.")?,
+            Some(fate) => self.describe_transaction(f, fate)?,
         }
         if !self.kept.is_empty() {
             write!(
@@ -176,6 +305,9 @@ impl fmt::Display for MigrationFailure {
                 " Invalid index(es) left: {}; drop them (DROP INDEX CONCURRENTLY) or start the migration with DROP INDEX CONCURRENTLY IF EXISTS.",
                 self.invalid_indexes.join(", ")
             )?;
+        }
+        if self.ended_inside.is_some() {
+            return Ok(());
         }
         let (lock_timeout, statement_timeout) = self.timeouts;
         let advice = match self.error.code.as_deref() {
@@ -284,7 +416,10 @@ mod tests {
                 position: Some(40),
             },
             ran_as: "batch",
+            transaction: Some(TransactionFate::RolledBack),
+            ended_inside: None,
             rolled_back: vec!["002_b".into(), "003_c".into()],
+            committed: vec![],
             kept: vec![],
             invalid_indexes: vec![],
             attempts: 1,
@@ -328,6 +463,34 @@ mod tests {
             "migration 003_c failed at line 4, column 7: 42P01 relation \"nope\" does not exist. \
              Nothing of its batch was kept (rolled back: 002_b, 003_c). \
              Fix the SQL (in a new migration if this one was applied elsewhere) and deploy again."
+        );
+    }
+
+    #[test]
+    fn nothing_kept_is_said_only_when_the_server_said_so() {
+        let mut f = failure(None);
+        f.transaction = Some(TransactionFate::Unchecked(
+            "the connection to the server was lost".into(),
+        ));
+        f.rolled_back = vec![];
+        let text = f.to_string();
+        assert!(!text.contains("Nothing of"), "{text}");
+        assert!(
+            text.contains("db-setup did not commit its transaction (003_c)")
+                && text.contains("could not be checked (the connection to the server was lost)"),
+            "{text}"
+        );
+
+        f.transaction = Some(TransactionFate::Committed);
+        f.committed = vec!["001_a".into(), "002_b".into()];
+        f.rolled_back = vec!["004_d".into()];
+        let text = f.to_string();
+        assert!(!text.contains("Nothing of"), "{text}");
+        assert!(
+            text.contains(
+                "001_a, 002_b and 003_c (up to that statement) stay applied WITHOUT history rows"
+            ) && text.contains("004_d left nothing"),
+            "{text}"
         );
     }
 

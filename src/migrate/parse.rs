@@ -944,6 +944,23 @@ mod tests {
     }
 
     #[test]
+    fn a_commit_after_an_identifier_named_begin_is_refused() {
+        let sql = "CREATE FUNCTION in_window(begin timestamptz, finish timestamptz) RETURNS boolean\n\
+                   LANGUAGE sql AS $$ SELECT now() BETWEEN begin AND finish $$;\n\
+                   COMMIT;\n\
+                   CREATE TABLE after_commit (id int);\n";
+        let err = parse("013_x.sql", sql).unwrap_err();
+        assert_eq!(
+            err,
+            [SourceError::TransactionControl {
+                file: "013_x.sql".into(),
+                line: 3,
+                statement: "COMMIT".into()
+            }]
+        );
+    }
+
+    #[test]
     fn unterminated_literal_is_refused_with_its_line() {
         let err = parse("012_x.sql", "SELECT 1;\nSELECT 'oops;\n").unwrap_err();
         assert_eq!(

@@ -4,8 +4,16 @@
 //! Round trips: a no-op run costs three after connecting (lock + table
 //! check, history read, unlock). A run with work adds two for a whole batch
 //! in `batch` mode (every migration of it pipelined, then its history rows
-//! and COMMIT), one per migration in `each` mode, and one per statement of a
-//! no-transaction file.
+//! and COMMIT), one per migration in `each` mode, and for a no-transaction
+//! file one per statement plus three (timeouts and invalid indexes before
+//! it, the same after it, its history row).
+//!
+//! Guards: a transaction carries a marker (`db_setup.batch`, local to it)
+//! that every migration's query and the history write check, so a COMMIT
+//! the statement lexer missed never gets history rows nor a partial batch
+//! committed silently; a failed transaction's fate is asked of the server.
+//! After a no-transaction file, only the invalid indexes it left stop it
+//! from being recorded.
 
 use std::fmt;
 use std::str::FromStr;
@@ -16,11 +24,12 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 use tracing::{info, warn};
 
 use super::MigrationSet;
-use super::error::{MigrateError, MigrationFailure, ServerError};
+use super::error::{MigrateError, MigrationFailure, ServerError, TransactionFate};
 use super::history::{self, TableState};
 use super::lock::{self, LockHolder};
 use super::parse::Migration;
 use super::plan::{self, AppliedMigration, Plan, Problem};
+use super::sql;
 use crate::db::pipeline;
 use crate::duration::pg_setting;
 
@@ -197,9 +206,123 @@ pub fn steps<'m>(to_run: &[&'m Migration], mode: TransactionMode) -> Vec<Step<'m
     steps
 }
 
-const INVALID_INDEXES_SQL: &str = "SELECT format('%I.%I', n.nspname, c.relname) \
+/// The setting that marks a batch's own transaction: set with `SET LOCAL`
+/// semantics right after BEGIN, so it is gone as soon as that transaction
+/// ends, whatever ended it (a COMMIT, END or ROLLBACK inside a migration
+/// that the statement splitter did not see).
+const BATCH_MARKER: &str = "db_setup.batch";
+
+/// The setting a guard asks for when the marker is gone: no such setting
+/// exists, so the guard fails with "unrecognized configuration parameter".
+const MARKER_LOST: &str = "db_setup.batch_marker_lost";
+
+/// A token for one transaction: unique in this process, and never the
+/// empty value the marker takes back when its transaction ends.
+fn batch_token() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+/// Sets the marker and returns the transaction's id (for [`Migrator::fate`]).
+fn mark_sql(token: &str) -> String {
+    format!(
+        "SELECT pg_catalog.set_config('{BATCH_MARKER}', {}, true), pg_catalog.txid_current()",
+        history::literal(token)
+    )
+}
+
+/// Fails unless the marker of `token` is still set: the statement is still
+/// in the batch's own transaction. Appended to every query of a batch, in
+/// the same simple query, so after a hidden COMMIT it rolls back the rest of
+/// that query (which then runs in an implicit transaction of its own) and
+/// keeps the history rows from being written.
+fn guard_sql(token: &str) -> String {
+    format!(
+        "SELECT CASE WHEN pg_catalog.current_setting('{BATCH_MARKER}', true) = {} THEN 'in batch' \
+         ELSE pg_catalog.current_setting('{MARKER_LOST}') END",
+        history::literal(token)
+    )
+}
+
+/// True when `error` is a guard's: the batch's transaction had ended.
+fn is_guard_error(error: &ServerError) -> bool {
+    error.code.as_deref() == Some("42704") && error.message.contains(MARKER_LOST)
+}
+
+/// The invalid indexes: qualified name, name, oid, and whether another
+/// session is building an index on its table right now (a concurrent
+/// `CREATE INDEX` or `REINDEX`, whose `_ccnew` index is invalid meanwhile).
+const INVALID_INDEXES_SQL: &str = "SELECT format('%I.%I', n.nspname, c.relname), c.relname, c.oid::text, \
+     EXISTS (SELECT 1 FROM pg_catalog.pg_stat_progress_create_index p \
+             WHERE p.relid = i.indrelid AND p.pid <> pg_catalog.pg_backend_pid()) \
      FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid \
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid ORDER BY 1";
+
+/// One row of [`INVALID_INDEXES_SQL`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct InvalidIndex {
+    qualified: String,
+    name: String,
+    oid: String,
+    built_by_another_session: bool,
+}
+
+fn invalid_index_rows(messages: &[SimpleQueryMessage]) -> Vec<InvalidIndex> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(InvalidIndex {
+                qualified: r.get(0)?.to_string(),
+                name: r.get(1)?.to_string(),
+                oid: r.get(2)?.to_string(),
+                built_by_another_session: r.get(3) == Some("t"),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The names a migration's SQL mentions (unquoted ones folded to lower
+/// case, as PostgreSQL folds them).
+fn mentioned_names(m: &Migration) -> std::collections::HashSet<String> {
+    let body = m.sql();
+    sql::tokenize(body)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|t| {
+            let text = t.text(body);
+            match t.kind {
+                sql::TokenKind::Word => Some(text.to_ascii_lowercase()),
+                sql::TokenKind::QuotedIdent if text.len() >= 2 && text.starts_with('"') => {
+                    Some(text[1..text.len() - 1].replace("\"\"", "\""))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// The invalid indexes a no-transaction migration is answerable for: those
+/// that appeared while it ran, and older ones it names (a leftover that its
+/// `CREATE INDEX CONCURRENTLY IF NOT EXISTS` would skip over). Not those
+/// another session is building at this moment, nor unrelated old ones.
+fn indexes_left_by(m: &Migration, before: &[InvalidIndex], after: &[InvalidIndex]) -> Vec<String> {
+    let names = mentioned_names(m);
+    after
+        .iter()
+        .filter(|i| !i.built_by_another_session)
+        .filter(|i| !before.iter().any(|b| b.oid == i.oid) || names.contains(&i.name))
+        .map(|i| i.qualified.clone())
+        .collect()
+}
 
 fn first_column(messages: &[SimpleQueryMessage]) -> Vec<String> {
     messages
@@ -388,7 +511,6 @@ impl<'c> Migrator<'c> {
                 Ok(mut steps) => done.append(&mut steps),
                 Err(StepError::Failed(mut failure)) => {
                     failure.kept = done.iter().map(|s| s.name.clone()).collect();
-                    failure.invalid_indexes = self.invalid_indexes().await.unwrap_or_default();
                     warn!(error = %failure, "migration failed");
                     return Err(MigrateError::Migration(failure));
                 }
@@ -437,12 +559,21 @@ impl<'c> Migrator<'c> {
     /// migrations get their rows in one INSERT sent with COMMIT once they all
     /// succeeded (a second round trip), each timed by the gap between its
     /// answer and the previous one: the server runs them back to back.
+    ///
+    /// The batch marker: BEGIN sets [`BATCH_MARKER`], and every migration's
+    /// query ends with a guard ([`guard_sql`]) that fails once the marker is
+    /// gone, as does the history write. So a transaction ended inside a
+    /// migration never gets history rows, what follows it is rolled back, and
+    /// the failure says what the server kept ([`Migrator::fate`]).
     async fn run_transaction(&self, batch: &[&Migration]) -> Result<Vec<AppliedStep>, StepError> {
         let started = Instant::now();
         let inline = batch.len() == 1;
         let defaults = (self.options.lock_timeout, self.options.statement_timeout);
+        let token = batch_token();
+        let guard = guard_sql(&token);
         let mut queries = vec![format!(
-            "BEGIN; {}",
+            "BEGIN; {}; {}",
+            mark_sql(&token),
             self.session_timeouts("LOCAL ", defaults.0, defaults.1)
         )];
         // For each query, the migration it belongs to.
@@ -456,9 +587,13 @@ impl<'c> Migrator<'c> {
                 owner.push(Some(i));
             }
             queries.push(if inline {
-                format!("{}\n;\n{}", m.sql(), history::insert_measured_sql(m))
+                format!(
+                    "{}\n;\n{guard};\n{}",
+                    m.sql(),
+                    history::insert_measured_sql(m)
+                )
             } else {
-                m.sql().to_string()
+                format!("{}\n;\n{guard}", m.sql())
             });
             owner.push(Some(i));
             migration_query.push(queries.len() - 1);
@@ -473,13 +608,19 @@ impl<'c> Migrator<'c> {
         }
 
         let results = pipeline(self.client, &queries).await;
+        // The transaction's id, read from the answer to BEGIN's query.
+        let xid = results
+            .first()
+            .and_then(|(r, _)| r.as_ref().ok())
+            .and_then(|messages| history::last_value(messages))
+            .and_then(|v| v.parse::<u64>().ok());
         if let Some((index, error)) = results
             .iter()
             .enumerate()
             .find_map(|(i, (r, _))| r.as_ref().err().map(|e| (i, ServerError::from_pg(e))))
         {
             let failed = owner.get(index).copied().flatten().map(|i| batch[i]);
-            return Err(self.transaction_failed(batch, failed, error).await);
+            return Err(self.transaction_failed(batch, failed, error, xid).await);
         }
         let mut steps = Vec::with_capacity(batch.len());
         for (m, &q) in batch.iter().zip(&migration_query) {
@@ -513,13 +654,16 @@ impl<'c> Migrator<'c> {
                 .copied()
                 .zip(steps.iter().map(|s| s.execution_ms))
                 .collect();
-            let finish = [history::insert_sql(&rows), "COMMIT".to_string()];
+            let finish = [
+                format!("{guard};\n{}", history::insert_sql(&rows)),
+                "COMMIT".to_string(),
+            ];
             if let Some(error) = pipeline(self.client, &finish)
                 .await
                 .iter()
                 .find_map(|(r, _)| r.as_ref().err().map(ServerError::from_pg))
             {
-                return Err(self.transaction_failed(batch, None, error).await);
+                return Err(self.transaction_failed(batch, None, error, xid).await);
             }
         }
         info!(
@@ -530,23 +674,41 @@ impl<'c> Migrator<'c> {
         Ok(steps)
     }
 
-    /// Closes a failed transaction (nothing of it remains) and describes the
-    /// failure; `failed` is the migration at fault, `None` for the history
-    /// write or the COMMIT.
+    /// Closes a failed transaction and describes the failure with what the
+    /// server kept of it; `failed` is the migration at fault, `None` for the
+    /// history write or the COMMIT.
     async fn transaction_failed(
         &self,
         batch: &[&Migration],
         failed: Option<&Migration>,
         error: ServerError,
+        xid: Option<u64>,
     ) -> StepError {
-        // A pipelined COMMIT already rolled an aborted transaction back; otherwise this does.
-        let _ = self.client.simple_query("ROLLBACK").await;
+        let ended_inside = failed.filter(|_| is_guard_error(&error));
+        let fate = self.fate(xid).await;
+        let names = |ms: &[&Migration]| ms.iter().map(|m| m.name.clone()).collect::<Vec<_>>();
+        // Where the transaction ended, when a statement inside it committed it:
+        // inside the migration whose guard failed, or else the one that failed after it.
+        let split_at = match fate {
+            TransactionFate::Committed => ended_inside
+                .or(failed)
+                .and_then(|by| batch.iter().position(|m| m.name == by.name)),
+            _ => None,
+        };
+        let (committed, rolled_back) = match (&fate, split_at) {
+            (TransactionFate::RolledBack, _) => (Vec::new(), names(batch)),
+            (TransactionFate::Committed, Some(at)) => {
+                (names(&batch[..at]), names(&batch[at + 1..]))
+            }
+            _ => (Vec::new(), Vec::new()),
+        };
         let timeouts = failed
             .map(|m| self.effective_timeouts(m))
             .unwrap_or((self.options.lock_timeout, self.options.statement_timeout));
         StepError::Failed(Box::new(MigrationFailure {
             migration: failed.map(|m| m.name.clone()),
             location: failed
+                .filter(|_| ended_inside.is_none())
                 .zip(error.position)
                 .map(|(m, p)| m.location_of_error(0, p)),
             statement: None,
@@ -555,7 +717,10 @@ impl<'c> Migrator<'c> {
                 TransactionMode::Batch => "batch",
                 TransactionMode::Each => "each",
             },
-            rolled_back: batch.iter().map(|m| m.name.clone()).collect(),
+            transaction: Some(fate),
+            ended_inside: ended_inside.map(|m| m.name.clone()),
+            rolled_back,
+            committed,
             kept: Vec::new(),
             invalid_indexes: Vec::new(),
             attempts: 1,
@@ -563,33 +728,73 @@ impl<'c> Migrator<'c> {
         }))
     }
 
+    /// Rolls back what is left of a failed transaction (a pipelined COMMIT
+    /// may already have) and asks the server what became of it: rolled back,
+    /// or committed by a statement inside it.
+    async fn fate(&self, xid: Option<u64>) -> TransactionFate {
+        let Some(xid) = xid else {
+            let _ = self.client.simple_query("ROLLBACK").await;
+            return TransactionFate::Unchecked("its transaction id was not read".into());
+        };
+        let sql = format!("ROLLBACK; SELECT pg_catalog.txid_status({xid})");
+        match self.client.simple_query(&sql).await {
+            Ok(messages) => match history::last_value(&messages) {
+                Some("aborted") => TransactionFate::RolledBack,
+                Some("committed") => TransactionFate::Committed,
+                other => TransactionFate::Unchecked(format!(
+                    "the server reports its status as {}",
+                    other.unwrap_or("unknown")
+                )),
+            },
+            Err(e) => TransactionFate::Unchecked(ServerError::from_pg(&e).message),
+        }
+    }
+
     /// A no-transaction migration: each statement on its own (autocommit),
-    /// in order; the history row only after all succeed and no index is
-    /// left invalid.
+    /// in order; the history row only after all succeed and no index it is
+    /// answerable for is left invalid ([`indexes_left_by`]: the invalid
+    /// indexes are read before and after it).
     async fn run_outside(&self, m: &Migration) -> Result<Vec<AppliedStep>, StepError> {
         let started = Instant::now();
         let (lock_timeout, statement_timeout) = self.effective_timeouts(m);
-        let set = self.session_timeouts("", lock_timeout, statement_timeout);
-        self.client
-            .simple_query(&set)
-            .await
-            .map_err(|e| StepError::Other(MigrateError::database("setting timeouts", &e)))?;
+        // The timeouts and the invalid indexes before it, in one round trip.
+        let set = format!(
+            "{}; {INVALID_INDEXES_SQL}",
+            self.session_timeouts("", lock_timeout, statement_timeout)
+        );
+        let before = invalid_index_rows(&self.client.simple_query(&set).await.map_err(|e| {
+            StepError::Other(MigrateError::database(
+                "setting timeouts and reading invalid indexes",
+                &e,
+            ))
+        })?);
         let result = self
             .run_statements(m, (lock_timeout, statement_timeout))
             .await;
-        let restore = self.session_timeouts(
-            "",
-            self.options.lock_timeout,
-            self.options.statement_timeout,
+        let restore = format!(
+            "{}; {INVALID_INDEXES_SQL}",
+            self.session_timeouts(
+                "",
+                self.options.lock_timeout,
+                self.options.statement_timeout
+            )
         );
-        if let Err(e) = self.client.simple_query(&restore).await {
+        let after = self.client.simple_query(&restore).await;
+        if let Err(e) = &after {
             warn!(error = %e, "could not restore the session timeouts");
+        }
+        if let Err(StepError::Failed(mut failure)) = result {
+            if let Ok(after) = &after {
+                failure.invalid_indexes = indexes_left_by(m, &before, &invalid_index_rows(after));
+            }
+            return Err(StepError::Failed(failure));
         }
         result?;
 
-        let invalid = self.invalid_indexes().await.map_err(|e| {
+        let after = after.map_err(|e| {
             StepError::Other(MigrateError::database("checking for invalid indexes", &e))
         })?;
+        let invalid = indexes_left_by(m, &before, &invalid_index_rows(&after));
         if !invalid.is_empty() {
             return Err(StepError::Other(MigrateError::InvalidIndexes {
                 migration: m.name.clone(),
@@ -635,7 +840,10 @@ impl<'c> Migrator<'c> {
                             statement: Some(n + 1),
                             error,
                             ran_as: "no-transaction",
+                            transaction: None,
+                            ended_inside: None,
                             rolled_back: Vec::new(),
+                            committed: Vec::new(),
                             kept: Vec::new(),
                             invalid_indexes: Vec::new(),
                             attempts: 1,
@@ -648,6 +856,7 @@ impl<'c> Migrator<'c> {
         Ok(())
     }
 
+    /// Every invalid index of the database (for `status`).
     async fn invalid_indexes(&self) -> Result<Vec<String>, tokio_postgres::Error> {
         Ok(first_column(
             &self.client.simple_query(INVALID_INDEXES_SQL).await?,
@@ -795,6 +1004,36 @@ mod tests {
         assert_eq!(
             shape(&steps(&refs, TransactionMode::Each)),
             ["tx[1_a]", "tx[2_b]", "no-tx[3_idx]", "tx[4_c]"]
+        );
+    }
+
+    #[test]
+    fn a_no_transaction_file_answers_for_new_invalid_indexes_and_those_it_names() {
+        let ms = set(&[(
+            "002_idx.sql",
+            "-- db-setup: no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS Mine_X ON t (x);\nREINDEX INDEX CONCURRENTLY \"Quoted\"\"Idx\";",
+        )]);
+        let index = |name: &str, oid: &str, building: bool| InvalidIndex {
+            qualified: format!("s.{name}"),
+            name: name.into(),
+            oid: oid.into(),
+            built_by_another_session: building,
+        };
+        let before = [
+            index("old_unrelated", "1", false),
+            index("mine_x", "2", false),
+            index("Quoted\"Idx", "3", false),
+        ];
+        let after = [
+            index("old_unrelated", "1", false),
+            index("mine_x", "2", false),
+            index("Quoted\"Idx", "3", false),
+            index("new_one", "4", false),
+            index("t_x_ccnew", "5", true),
+        ];
+        assert_eq!(
+            indexes_left_by(&ms[0], &before, &after),
+            ["s.mine_x", "s.Quoted\"Idx", "s.new_one"]
         );
     }
 

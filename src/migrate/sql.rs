@@ -1,11 +1,28 @@
 //! A small PostgreSQL lexer: enough to split a script into statements the way
 //! `psql` does and to read each statement's words.
 //!
-//! It knows the parts of the grammar that can hide a `;`: string literals
-//! (`'..'`, `E'..'` with backslash escapes), quoted identifiers, dollar-quoted
-//! bodies, line and nested block comments, and SQL-standard function bodies
-//! (`BEGIN ATOMIC ... END`). It is pure and shared with `build.rs`, so it uses
-//! nothing but `std`.
+//! It knows the parts of the grammar that can hide a `;`, following
+//! PostgreSQL's own scanner (`scan.l`):
+//! - string literals `'..'` (`''` is a quote), `E'..'` (backslash escapes),
+//!   `U&'..'`, `B'..'`, `X'..'`, `N'..'`; a string followed by whitespace that
+//!   holds a newline (line comments allowed) and another `'..'` continues, in
+//!   the same escape mode (`E'a'` newline `'\''` is one escape string);
+//! - quoted identifiers (`".."`, `U&".."`), dollar quotes `$tag$..$tag$`
+//!   (`$1` is a parameter), `--` comments to the end of the line (`\n` or
+//!   `\r`) and nested `/* */` comments;
+//! - parentheses: a `;` inside them does not end the statement
+//!   (`CREATE RULE ... DO ALSO (a; b)`);
+//! - SQL-standard routine bodies: in `CREATE [OR REPLACE] FUNCTION|PROCEDURE`,
+//!   `BEGIN ATOMIC` opens a block that `END` closes, with `CASE ... END`
+//!   nested in it. Anywhere else `BEGIN` is a word like any other (a column or
+//!   parameter may be named `begin`), and an `END` written as a name (`t.end`,
+//!   `AS end`) closes nothing.
+//!
+//! It assumes `standard_conforming_strings = on` (the default since
+//! PostgreSQL 9.1): with it off, a backslash in a plain string escapes the
+//! quote and the server may see statements this lexer does not. The runner's
+//! batch marker (see `runner.rs`) catches what that hides. The lexer is pure
+//! and shared with `build.rs`, so it uses nothing but `std`.
 
 use std::fmt;
 
@@ -87,12 +104,12 @@ pub fn tokenize(script: &str) -> Result<Vec<Token>, LexError> {
         let b = bytes[i];
         let start = i;
         let kind = match b {
-            b if b.is_ascii_whitespace() => {
+            b if is_space(b) => {
                 i += 1;
                 continue;
             }
             b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                i = memchr(b'\n', bytes, i).unwrap_or(bytes.len());
+                i = line_end(bytes, i);
                 TokenKind::LineComment
             }
             b'/' if bytes.get(i + 1) == Some(&b'*') => {
@@ -103,7 +120,7 @@ pub fn tokenize(script: &str) -> Result<Vec<Token>, LexError> {
                 TokenKind::BlockComment
             }
             b'\'' => {
-                i = quoted_end(bytes, i, b'\'', false).ok_or(LexError {
+                i = string_end(bytes, i, false).ok_or(LexError {
                     what: "string literal",
                     offset: start,
                 })?;
@@ -147,7 +164,7 @@ pub fn tokenize(script: &str) -> Result<Vec<Token>, LexError> {
                 let word = &bytes[start..i];
                 if bytes.get(i) == Some(&b'\'') && word.len() == 1 {
                     let escapes = word[0].eq_ignore_ascii_case(&b'e');
-                    i = quoted_end(bytes, i, b'\'', escapes).ok_or(LexError {
+                    i = string_end(bytes, i, escapes).ok_or(LexError {
                         what: "string literal",
                         offset: start,
                     })?;
@@ -157,7 +174,12 @@ pub fn tokenize(script: &str) -> Result<Vec<Token>, LexError> {
                     && matches!(bytes.get(i + 1), Some(b'\'') | Some(b'"'))
                 {
                     let quote = bytes[i + 1];
-                    i = quoted_end(bytes, i + 1, quote, false).ok_or(LexError {
+                    let end = if quote == b'"' {
+                        quoted_end(bytes, i + 1, quote, false)
+                    } else {
+                        string_end(bytes, i + 1, false)
+                    };
+                    i = end.ok_or(LexError {
                         what: "unicode literal",
                         offset: start,
                     })?;
@@ -190,11 +212,47 @@ pub fn tokenize(script: &str) -> Result<Vec<Token>, LexError> {
     Ok(tokens)
 }
 
-fn memchr(needle: u8, haystack: &[u8], from: usize) -> Option<usize> {
-    haystack[from..]
+/// PostgreSQL's whitespace: space, tab, newline, carriage return, form feed, vertical tab.
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0c | 0x0b)
+}
+
+fn is_newline(b: u8) -> bool {
+    b == b'\n' || b == b'\r'
+}
+
+/// End (exclusive, before the newline) of the `--` comment starting at `start`.
+fn line_end(bytes: &[u8], start: usize) -> usize {
+    bytes[start..]
         .iter()
-        .position(|&b| b == needle)
-        .map(|p| p + from)
+        .position(|&b| is_newline(b))
+        .map_or(bytes.len(), |p| p + start)
+}
+
+/// End (exclusive) of the string literal whose opening quote is at `start`,
+/// continuations included: after the closing quote, whitespace holding at
+/// least one newline (line comments allowed) and another quote continue the
+/// same literal, in the same escape mode.
+fn string_end(bytes: &[u8], start: usize, escapes: bool) -> Option<usize> {
+    let mut end = quoted_end(bytes, start, b'\'', escapes)?;
+    loop {
+        let mut i = end;
+        let mut newline = false;
+        while i < bytes.len() {
+            if is_space(bytes[i]) {
+                newline |= is_newline(bytes[i]);
+                i += 1;
+            } else if bytes[i] == b'-' && bytes.get(i + 1) == Some(&b'-') {
+                i = line_end(bytes, i);
+            } else {
+                break;
+            }
+        }
+        if !(newline && bytes.get(i) == Some(&b'\'')) {
+            return Some(end);
+        }
+        end = quoted_end(bytes, i, b'\'', escapes)?;
+    }
 }
 
 fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
@@ -295,19 +353,21 @@ impl Statement {
     }
 }
 
-/// Splits a script into statements at top-level semicolons, as `psql` does.
+/// Splits a script into statements at top-level semicolons, as the server
+/// reads a multi-statement query (and `psql` a file): not inside literals,
+/// comments, parentheses or a `BEGIN ATOMIC ... END` routine body.
 /// Statements made only of comments are dropped.
 pub fn split(script: &str) -> Result<Vec<Statement>, LexError> {
     let tokens = tokenize(script)?;
+    let tokens: Vec<&Token> = tokens.iter().filter(|t| !t.is_comment()).collect();
     let mut statements = Vec::new();
     let mut current: Option<Statement> = None;
-    // Depth of BEGIN/CASE ... END inside CREATE FUNCTION/PROCEDURE bodies.
-    let mut depth = 0usize;
-    for token in &tokens {
-        if token.is_comment() {
-            continue;
-        }
-        if token.kind == TokenKind::Semicolon && depth == 0 {
+    // Parentheses open in the current statement.
+    let mut parens = 0usize;
+    // Blocks open in a routine body: BEGIN ATOMIC, and CASE inside it.
+    let mut blocks = 0usize;
+    for (n, token) in tokens.iter().enumerate() {
+        if token.kind == TokenKind::Semicolon && parens == 0 && blocks == 0 {
             statements.extend(current.take());
             continue;
         }
@@ -317,20 +377,50 @@ pub fn split(script: &str) -> Result<Vec<Statement>, LexError> {
             words: Vec::new(),
         });
         stmt.end = token.end;
-        if token.kind == TokenKind::Word {
-            let word = token.text(script).to_ascii_uppercase();
-            if defines_routine(&stmt.words) {
-                match word.as_str() {
-                    "BEGIN" | "CASE" => depth += 1,
-                    "END" => depth = depth.saturating_sub(1),
-                    _ => {}
+        match token.kind {
+            TokenKind::Other => match token.text(script) {
+                "(" => parens += 1,
+                ")" => parens = parens.saturating_sub(1),
+                _ => {}
+            },
+            TokenKind::Word => {
+                let word = token.text(script).to_ascii_uppercase();
+                let keyword_position = parens == 0
+                    && defines_routine(&stmt.words)
+                    && !follows_name_marker(script, &tokens, n);
+                if keyword_position {
+                    let next_is = |w: &str| {
+                        tokens.get(n + 1).is_some_and(|t| {
+                            t.kind == TokenKind::Word && t.text(script).eq_ignore_ascii_case(w)
+                        })
+                    };
+                    match word.as_str() {
+                        "BEGIN" if next_is("ATOMIC") => blocks += 1,
+                        "CASE" if blocks > 0 => blocks += 1,
+                        "END" if blocks > 0 => blocks -= 1,
+                        _ => {}
+                    }
                 }
+                stmt.words.push(word);
             }
-            stmt.words.push(word);
+            _ => {}
         }
     }
     statements.extend(current);
     Ok(statements)
+}
+
+/// True when the word at `n` is written as a name, not a keyword: after a
+/// `.` (`t.end`) or `AS` (`SELECT 1 AS end`).
+fn follows_name_marker(script: &str, tokens: &[&Token], n: usize) -> bool {
+    let Some(previous) = n.checked_sub(1).and_then(|p| tokens.get(p)) else {
+        return false;
+    };
+    match previous.kind {
+        TokenKind::Other => previous.text(script) == ".",
+        TokenKind::Word => previous.text(script).eq_ignore_ascii_case("as"),
+        _ => false,
+    }
 }
 
 /// True when the words so far start `CREATE [OR REPLACE] FUNCTION|PROCEDURE`.
@@ -447,6 +537,91 @@ mod tests {
         // In a plain string a backslash is an ordinary character.
         assert_eq!(texts(r"SELECT 'a\'; SELECT 2").len(), 2);
         assert_eq!(texts(r"SELECT E'a\'; SELECT 2'").len(), 1);
+    }
+
+    #[test]
+    fn an_identifier_named_begin_opens_no_block() {
+        // A parameter (and a column) named `begin`: the COMMIT after it is a statement of its own.
+        let script = "CREATE FUNCTION f(begin timestamptz) RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;\n\
+                      CREATE TABLE t (begin int);\n\
+                      COMMIT;\n\
+                      SELECT 2";
+        let got = texts(script);
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!(got[2], "COMMIT");
+        let words =
+            "CREATE OR REPLACE PROCEDURE p(begin int) LANGUAGE sql AS 'SELECT 1'; END; SELECT 3";
+        assert_eq!(
+            texts(words),
+            vec![
+                "CREATE OR REPLACE PROCEDURE p(begin int) LANGUAGE sql AS 'SELECT 1'",
+                "END",
+                "SELECT 3"
+            ]
+        );
+    }
+
+    #[test]
+    fn begin_atomic_bodies_nest_case_and_ignore_names_called_end() {
+        let script = "CREATE FUNCTION g(begin int) RETURNS int LANGUAGE sql\n\
+                      BEGIN ATOMIC\n\
+                        SELECT CASE WHEN begin > 0 THEN (CASE begin WHEN 1 THEN 1 END) ELSE 2 END;\n\
+                        SELECT t.end FROM (SELECT begin AS end) AS t;\n\
+                      END;\n\
+                      SELECT g(1)";
+        let got = texts(script);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].ends_with("END"), "{got:?}");
+        // A comment between BEGIN and ATOMIC changes nothing.
+        assert_eq!(
+            texts("CREATE PROCEDURE p() LANGUAGE sql BEGIN /* c */ ATOMIC SELECT 1; SELECT 2; END; SELECT 3").len(),
+            2
+        );
+    }
+
+    #[test]
+    fn parentheses_hold_rule_actions_together() {
+        assert_eq!(
+            texts(
+                "CREATE RULE r AS ON INSERT TO t DO ALSO (INSERT INTO a VALUES (1); NOTIFY c); SELECT 1"
+            ),
+            vec![
+                "CREATE RULE r AS ON INSERT TO t DO ALSO (INSERT INTO a VALUES (1); NOTIFY c)",
+                "SELECT 1"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_continued_escape_string_keeps_its_escape_mode() {
+        // E'a' then, after a newline, '\' ' continues the same string: \' is a quote there.
+        let script = "SELECT E'a'\n'\\' ; still the string'; SELECT 2";
+        assert_eq!(
+            texts(script),
+            vec!["SELECT E'a'\n'\\' ; still the string'", "SELECT 2"]
+        );
+        // Line comments may sit between the parts; a block comment may not.
+        assert_eq!(
+            texts("SELECT E'a' -- c\n  -- d\n'\\' ;'; SELECT 2").len(),
+            2
+        );
+        assert_eq!(texts("SELECT U&'a'\n'\\' ; SELECT 2").len(), 2);
+        // Without a newline it is a new (plain) string: the backslash is a character.
+        assert_eq!(texts("SELECT E'a' '\\' ; SELECT 2").len(), 2);
+        assert_eq!(texts("SELECT E'a' /* c */\n'\\' ; SELECT 2").len(), 2);
+    }
+
+    #[test]
+    fn a_carriage_return_ends_a_line_comment() {
+        assert_eq!(
+            texts("SELECT 1 -- c\rCOMMIT; SELECT 2"),
+            vec!["SELECT 1 -- c\rCOMMIT", "SELECT 2"]
+        );
+    }
+
+    #[test]
+    fn comment_starts_inside_operators_are_comments() {
+        assert_eq!(texts("SELECT 2 */* c; */ 3; SELECT 4").len(), 2);
     }
 
     #[test]
