@@ -475,7 +475,7 @@ mod tests {
 
     #[test]
     fn the_admin_target_takes_overrides_then_the_secret_then_defaults() {
-        use crate::secret::SecretString;
+        use crate::redacted::SecretString;
         let creds = |host: Option<&str>, port, dbname: Option<&str>| RdsCredentials {
             username: "master".into(),
             password: SecretString::new("pw"),

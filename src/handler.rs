@@ -2,9 +2,9 @@
 //! and a panic guard, answer in the configured mode. The stack is never left
 //! waiting: whatever happens, FAILED goes out before the Lambda's deadline.
 //!
-//! The handler is generic over [`Setup`] (the work), so its lifecycle rules
+//! The handler is generic over [`Work`] (the work), so its lifecycle rules
 //! are tested with a work that hangs or panics, and in production it runs
-//! [`crate::setup::LiveSetup`].
+//! [`crate::work::LiveWork`].
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -21,7 +21,7 @@ use crate::event::{self, Action, CfnRequest, ReplyTo, Request, RequestType};
 use crate::respond::{self, Responder, Status};
 
 /// The work the handler runs.
-pub trait Setup: Send + Sync + 'static {
+pub trait Work: Send + Sync + 'static {
     /// Create or Update: migrations, then users. Returns the response `Data`.
     fn deploy(
         &self,
@@ -201,7 +201,7 @@ fn diagnostic(error_type: &str, message: String) -> Diagnostic {
 }
 
 /// Answers invocations.
-pub struct Handler<S: Setup> {
+pub struct Handler<S: Work> {
     setup: Arc<S>,
     mode: ResponseMode,
     responder: Responder,
@@ -209,7 +209,7 @@ pub struct Handler<S: Setup> {
     fallback: Duration,
 }
 
-impl<S: Setup> Handler<S> {
+impl<S: Work> Handler<S> {
     /// A handler over `setup`.
     pub fn new(
         setup: S,

@@ -14,7 +14,7 @@
 //!                 └─> verify    declared schema items vs the catalog
 //!            ─> respond    the CloudFormation response (≤ 4096 bytes) and its delivery
 //! ```
-//! [`setup`] ties the boundaries together for the handler.
+//! [`work`] ties the boundaries together for the handler.
 
 pub mod config;
 pub mod db;
@@ -23,9 +23,9 @@ pub mod error;
 pub mod event;
 pub mod handler;
 pub mod migrate;
+pub mod redacted;
 pub mod respond;
-pub mod secret;
 pub mod secrets;
-pub mod setup;
 pub mod users;
 pub mod verify;
+pub mod work;

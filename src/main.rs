@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use db_setup::config::Config;
 use db_setup::db::Tls;
-use db_setup::handler::{Handler, Setup};
+use db_setup::handler::{Handler, Work};
 use db_setup::migrate::MigrationSet;
 use db_setup::respond::Responder;
 use db_setup::secrets::SecretsManager;
-use db_setup::setup::{LiveSetup, Unconfigured};
 use db_setup::verify::Spec;
+use db_setup::work::{LiveWork, Unconfigured};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::value::RawValue;
 use tracing::{error, info};
@@ -67,7 +67,7 @@ fn init_tracing(json: bool) {
 }
 
 /// Builds the production work, or the reason it cannot be built.
-async fn live_setup(config: Config) -> Result<LiveSetup<SecretsManager>, String> {
+async fn live_setup(config: Config) -> Result<LiveWork<SecretsManager>, String> {
     let extra_ca = match &config.tls_ca_file {
         Some(path) => Some((
             path.display().to_string(),
@@ -94,10 +94,10 @@ async fn live_setup(config: Config) -> Result<LiveSetup<SecretsManager>, String>
         tls = %config.tls,
         "ready"
     );
-    Ok(LiveSetup::new(config, secrets, tls, migrations, spec))
+    Ok(LiveWork::new(config, secrets, tls, migrations, spec))
 }
 
-async fn serve<S: Setup>(handler: Handler<S>) -> Result<(), Error> {
+async fn serve<S: Work>(handler: Handler<S>) -> Result<(), Error> {
     let handler = Arc::new(handler);
     // The payload as raw JSON text: read into a Value here, an event nested
     // deeper than serde_json's limit would be refused before the handler,

@@ -11,7 +11,7 @@ use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use serde_json::{Map, Value};
 use tracing::warn;
 
-use crate::secret::SecretString;
+use crate::redacted::SecretString;
 
 /// The stage of the version applications read.
 pub const AWSCURRENT: &str = "AWSCURRENT";

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use common::lambda::{create_secret, current_value, secret_name, secrets_client};
 use common::{TestDb, plain};
 use db_setup::db::{ConnectOptions, Target};
-use db_setup::secret::SecretString;
+use db_setup::redacted::SecretString;
 use db_setup::secrets::{
     SecretInfo, SecretStore, SecretVersion, SecretsError, SecretsManager, UserSecretFields,
 };

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::lambda::{Deployment, Put, Setup, create_secret, current_value, secret_name};
+use common::lambda::{Deployment, Put, StackSpec, create_secret, current_value, secret_name};
 use db_setup::migrate::MigrationSet;
 use serde_json::{Value, json};
 
@@ -28,9 +28,9 @@ async fn deployment(hint: &str, users: Value, env: Vec<(&'static str, String)>) 
         ("DB_SETUP_ROLE_PREFIX", String::new()),
     ];
     all.extend(env);
-    Deployment::new(Setup {
+    Deployment::new(StackSpec {
         env: all,
-        ..Setup::new(hint)
+        ..StackSpec::new(hint)
     })
     .await
 }
@@ -82,7 +82,7 @@ async fn as_user(
 ) -> Result<Vec<String>, String> {
     let target = db_setup::db::Target {
         user: user.into(),
-        password: db_setup::secret::SecretString::new(password),
+        password: db_setup::redacted::SecretString::new(password),
         dbname: dbname.into(),
         ..d.db.target()
     };
@@ -192,9 +192,9 @@ async fn alternating_rotation(d: &Deployment, secret: &str, user: &str) -> Strin
 
 #[tokio::test]
 async fn the_alternating_users_rotation_is_never_fought() {
-    let d = Deployment::new(Setup {
+    let d = Deployment::new(StackSpec {
         users: &[("rw", "readwrite")],
-        ..Setup::new("altrot")
+        ..StackSpec::new("altrot")
     })
     .await;
     let (user, secret) = d.users[0].clone();
@@ -262,7 +262,7 @@ async fn a_login_refused_by_pg_hba_changes_nothing_and_says_why() {
     // The harness refuses TCP logins of roles named *_hbareject (pg_hba.conf
     // reject rule): the application logs in from elsewhere, the function
     // cannot. A new password would not help, and must not be set.
-    let seed = Deployment::new(Setup::new("hba_seed")).await;
+    let seed = Deployment::new(StackSpec::new("hba_seed")).await;
     let user = format!("{}_hbareject", unique("u"));
     seed.db
         .query(&format!(
@@ -301,16 +301,16 @@ async fn a_login_refused_by_pg_hba_changes_nothing_and_says_why() {
 
 #[tokio::test]
 async fn two_databases_on_one_instance_never_share_roles() {
-    let a = Deployment::new(Setup {
+    let a = Deployment::new(StackSpec {
         users: &[("rw", "readwrite")],
         env: vec![("DB_SETUP_ROLE_PREFIX", String::new())],
-        ..Setup::new("share_a")
+        ..StackSpec::new("share_a")
     })
     .await;
-    let b = Deployment::new(Setup {
+    let b = Deployment::new(StackSpec {
         users: &[("rw", "readwrite")],
         env: vec![("DB_SETUP_ROLE_PREFIX", String::new())],
-        ..Setup::new("share_b")
+        ..StackSpec::new("share_b")
     })
     .await;
     for d in [&a, &b] {
@@ -373,9 +373,9 @@ async fn two_databases_on_one_instance_never_share_roles() {
 
 #[tokio::test]
 async fn a_user_of_another_database_is_refused_and_keeps_its_password() {
-    let a = Deployment::new(Setup {
+    let a = Deployment::new(StackSpec {
         users: &[("rw", "readwrite")],
-        ..Setup::new("other_a")
+        ..StackSpec::new("other_a")
     })
     .await;
     let (_, put) = a.request("Create", props()).await;
@@ -430,7 +430,7 @@ async fn a_user_of_another_database_is_refused_and_keeps_its_password() {
 
 #[tokio::test]
 async fn an_existing_role_db_setup_did_not_create_needs_adopt() {
-    let seed = Deployment::new(Setup::new("adopt_seed")).await;
+    let seed = Deployment::new(StackSpec::new("adopt_seed")).await;
     let user = unique("handmade");
     seed.db
         .query(&format!(
@@ -479,7 +479,7 @@ async fn an_existing_role_db_setup_did_not_create_needs_adopt() {
 
 #[tokio::test]
 async fn privileged_roles_and_the_admin_are_never_application_users() {
-    let seed = Deployment::new(Setup::new("priv_seed")).await;
+    let seed = Deployment::new(StackSpec::new("priv_seed")).await;
     let powerful = unique("powerful");
     seed.db
         .query(&format!(
@@ -513,7 +513,7 @@ async fn privileged_roles_and_the_admin_are_never_application_users() {
         ))
         .await;
     let admin_user_secret = placeholder(&seed, &admin).await;
-    let d2 = Deployment::new(Setup {
+    let d2 = Deployment::new(StackSpec {
         admin: Some(json!({"username": admin, "password": admin_password})),
         env: vec![
             ("DB_SETUP_DB_HOST", common::env("DB_SETUP_TEST_PG_HOST")),
@@ -524,7 +524,7 @@ async fn privileged_roles_and_the_admin_are_never_application_users() {
                 json!([{"username": admin, "role": "readwrite", "secretId": admin_user_secret, "adopt": true}]).to_string(),
             ),
         ],
-        ..Setup::new("priv_admin")
+        ..StackSpec::new("priv_admin")
     })
     .await;
     let (_, put) = d2.request("Create", props()).await;
@@ -601,14 +601,14 @@ async fn concurrent_deploys_of_several_databases_converge() {
     let mut ds = Vec::new();
     for i in 0..4 {
         ds.push(
-            Deployment::new(Setup {
+            Deployment::new(StackSpec {
                 users: &[
                     ("rw", "readwrite"),
                     ("ro", "readonly"),
                     ("tc", "tablecreator"),
                 ],
                 env: vec![("DB_SETUP_ROLE_PREFIX", String::new())],
-                ..Setup::new(["conc_a", "conc_b", "conc_c", "conc_d"][i])
+                ..StackSpec::new(["conc_a", "conc_b", "conc_c", "conc_d"][i])
             })
             .await,
         );
@@ -630,7 +630,7 @@ async fn concurrent_deploys_of_several_databases_converge() {
 
 #[tokio::test]
 async fn iam_users_join_rds_iam_without_a_password_beside_password_users() {
-    let seed = Deployment::new(Setup::new("iam_seed")).await;
+    let seed = Deployment::new(StackSpec::new("iam_seed")).await;
     let rw = unique("pwuser");
     let iam = unique("iamuser");
     let secret = placeholder(&seed, &rw).await;
@@ -669,9 +669,9 @@ async fn iam_users_join_rds_iam_without_a_password_beside_password_users() {
 
 #[tokio::test]
 async fn a_tablecreator_cannot_plant_objects_a_later_migration_resolves() {
-    let d = Deployment::new(Setup {
+    let d = Deployment::new(StackSpec {
         users: &[("tc", "tablecreator")],
-        ..Setup::new("hijack")
+        ..StackSpec::new("hijack")
     })
     .await;
     let (_, put) = d.request("Create", props()).await;
@@ -713,7 +713,7 @@ async fn a_tablecreator_cannot_plant_objects_a_later_migration_resolves() {
 async fn a_deployment_from_before_marks_is_taken_over_without_a_change() {
     // What an older db-setup left: a group and a user without marks, the
     // user's secret logging in.
-    let seed = Deployment::new(Setup::new("legacy_seed")).await;
+    let seed = Deployment::new(StackSpec::new("legacy_seed")).await;
     let prefix = unique("legacy");
     let user = format!("{prefix}_rw");
     let group = format!("{prefix}_readwrite");
@@ -753,10 +753,10 @@ async fn a_deployment_from_before_marks_is_taken_over_without_a_change() {
 
 #[tokio::test]
 async fn a_held_role_lock_is_reported_as_the_role_lock() {
-    let d = Deployment::new(Setup {
+    let d = Deployment::new(StackSpec {
         users: &[("rw", "readwrite")],
         env: vec![("DB_SETUP_LOCK_WAIT", "1s".into())],
-        ..Setup::new("rolelock")
+        ..StackSpec::new("rolelock")
     })
     .await;
     // Another deploy of this database is in its users step.

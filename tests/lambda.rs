@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::lambda::{Deployment, Outcome, Setup, cfn_event, secret_name};
+use common::lambda::{Deployment, Outcome, StackSpec, cfn_event, secret_name};
 use db_setup::migrate::MigrationSet;
 use serde_json::{Value, json};
 
@@ -24,9 +24,9 @@ fn props() -> Value {
 
 #[tokio::test]
 async fn create_update_delete_in_direct_mode() {
-    let d = Deployment::new(Setup {
+    let d = Deployment::new(StackSpec {
         users: &[("rw", "readwrite"), ("ro", "readonly")],
-        ..Setup::new("lifecycle")
+        ..StackSpec::new("lifecycle")
     })
     .await;
 
@@ -105,10 +105,10 @@ async fn create_update_delete_in_direct_mode() {
 
 #[tokio::test]
 async fn provider_mode_returns_the_result_and_never_puts() {
-    let d = Deployment::new(Setup {
+    let d = Deployment::new(StackSpec {
         users: &[("rw", "readwrite")],
         env: vec![("DB_SETUP_RESPONSE_MODE", "provider".into())],
-        ..Setup::new("provider")
+        ..StackSpec::new("provider")
     })
     .await;
     let url = d.receiver.url();
@@ -155,9 +155,9 @@ async fn provider_mode_returns_the_result_and_never_puts() {
 
 #[tokio::test]
 async fn a_retried_create_is_safe() {
-    let d = Deployment::new(Setup {
+    let d = Deployment::new(StackSpec {
         users: &[("rw", "readwrite")],
-        ..Setup::new("retry")
+        ..StackSpec::new("retry")
     })
     .await;
     let event = cfn_event("Create", "", props());
@@ -182,12 +182,12 @@ async fn a_retried_create_is_safe() {
 
 #[tokio::test]
 async fn a_failed_create_answers_failed_and_its_delete_succeeds() {
-    let d = Deployment::new(Setup {
+    let d = Deployment::new(StackSpec {
         env: vec![(
             "DB_SETUP_ADMIN_SECRET_ID",
             "db-setup-test/does-not-exist".into(),
         )],
-        ..Setup::new("failcreate")
+        ..StackSpec::new("failcreate")
     })
     .await;
     let (outcome, put) = d.request("Create", props()).await;
@@ -214,7 +214,7 @@ async fn a_failed_create_answers_failed_and_its_delete_succeeds() {
 
 #[tokio::test]
 async fn an_invalid_configuration_still_answers_with_every_problem() {
-    let d = Deployment::new(Setup {
+    let d = Deployment::new(StackSpec {
         env: vec![
             ("DB_SETUP_ADMIN_SECRET_ID", String::new()),
             ("DB_SETUP_LOCK_WAIT", "soon".into()),
@@ -224,7 +224,7 @@ async fn an_invalid_configuration_still_answers_with_every_problem() {
                     .into(),
             ),
         ],
-        ..Setup::new("badconfig")
+        ..StackSpec::new("badconfig")
     })
     .await;
     let (_, put) = d.request("Create", props()).await;
@@ -243,7 +243,7 @@ async fn an_invalid_configuration_still_answers_with_every_problem() {
 
 #[tokio::test]
 async fn an_update_built_for_other_migrations_is_a_rollback_and_runs_nothing() {
-    let d = Deployment::new(Setup::new("rollback")).await;
+    let d = Deployment::new(StackSpec::new("rollback")).await;
     d.request("Create", props()).await;
     // New code, old template: another MigrationsHash.
     let (_, put) = d.request("Update", json!({"MigrationsHash": "0ld"})).await;
@@ -281,7 +281,7 @@ async fn an_update_built_for_other_migrations_is_a_rollback_and_runs_nothing() {
 async fn an_rds_like_admin_without_superuser_works() {
     // On RDS the master user is not a superuser: CREATEROLE, owner of the
     // database; pgvector is installed by rds_superuser (here: the test superuser).
-    let seed = Deployment::new(Setup::new("rdsadmin_seed")).await;
+    let seed = Deployment::new(StackSpec::new("rdsadmin_seed")).await;
     let admin = format!("{}_master", seed.role_prefix);
     let password = format!("master-{}", secret_name("pw").replace(['/', '-'], "x"));
     seed.db
@@ -292,7 +292,7 @@ async fn an_rds_like_admin_without_superuser_works() {
             seed.db.name
         ))
         .await;
-    let d = Deployment::new(Setup {
+    let d = Deployment::new(StackSpec {
         users: &[("rw", "readwrite"), ("tc", "tablecreator")],
         admin: Some(json!({
             "username": admin,
@@ -303,7 +303,7 @@ async fn an_rds_like_admin_without_superuser_works() {
             ("DB_SETUP_DB_PORT", common::env("DB_SETUP_TEST_PG_PORT")),
             ("DB_SETUP_DB_NAME", seed.db.name.clone()),
         ],
-        ..Setup::new("rdsadmin")
+        ..StackSpec::new("rdsadmin")
     })
     .await;
     let (_, put) = d.request("Create", props()).await;
@@ -313,7 +313,7 @@ async fn an_rds_like_admin_without_superuser_works() {
     let rw = d.user_secret(0).await;
     let target = db_setup::db::Target {
         user: d.users[0].0.clone(),
-        password: db_setup::secret::SecretString::new(rw["password"].as_str().unwrap()),
+        password: db_setup::redacted::SecretString::new(rw["password"].as_str().unwrap()),
         ..common::admin_target(&seed.db.name)
     };
     let c = db_setup::db::connect(&target, &common::plain(), &Default::default())
@@ -344,7 +344,7 @@ async fn an_rds_like_admin_without_superuser_works() {
     let tc = d.user_secret(1).await;
     let target = db_setup::db::Target {
         user: d.users[1].0.clone(),
-        password: db_setup::secret::SecretString::new(tc["password"].as_str().unwrap()),
+        password: db_setup::redacted::SecretString::new(tc["password"].as_str().unwrap()),
         ..common::admin_target(&seed.db.name)
     };
     let c = db_setup::db::connect(&target, &common::plain(), &Default::default())
@@ -359,9 +359,9 @@ async fn an_rds_like_admin_without_superuser_works() {
 
 #[tokio::test]
 async fn manual_actions_report_in_json() {
-    let d = Deployment::new(Setup {
+    let d = Deployment::new(StackSpec {
         users: &[("rw", "readwrite")],
-        ..Setup::new("actions")
+        ..StackSpec::new("actions")
     })
     .await;
     let status = d.invoke(&json!({"action": "status"})).await;
@@ -433,9 +433,9 @@ async fn manual_actions_report_in_json() {
 
 #[tokio::test]
 async fn a_secret_that_logs_in_is_kept_and_completed_not_rotated() {
-    let d = Deployment::new(Setup {
+    let d = Deployment::new(StackSpec {
         users: &[("rw", "readwrite")],
-        ..Setup::new("keep")
+        ..StackSpec::new("keep")
     })
     .await;
     let (user, secret) = d.users[0].clone();
@@ -467,9 +467,9 @@ async fn a_secret_that_logs_in_is_kept_and_completed_not_rotated() {
 
 #[tokio::test]
 async fn a_garbled_admin_secret_fails_without_echoing_it() {
-    let d = Deployment::new(Setup {
+    let d = Deployment::new(StackSpec {
         admin: Some(json!("not-an-object-but-a-secret-string-9f8e7d")),
-        ..Setup::new("garbled")
+        ..StackSpec::new("garbled")
     })
     .await;
     let (_, put) = d.request("Create", props()).await;
@@ -482,7 +482,7 @@ async fn a_garbled_admin_secret_fails_without_echoing_it() {
 
 #[tokio::test]
 async fn invalid_json_payload_is_an_error_and_the_function_keeps_serving() {
-    let d = Deployment::new(Setup::new("badjson")).await;
+    let d = Deployment::new(StackSpec::new("badjson")).await;
     let out = d
         .runtime
         .invoke_raw(&b"{not json"[..], Duration::from_secs(30))
@@ -502,9 +502,9 @@ async fn in_provider_mode_a_direct_resources_events_are_answered_by_put() {
     // Created in direct mode, then the function switched to provider mode:
     // CloudFormation still sends this resource's events to the function (its
     // ServiceToken) with a ResponseURL, and only a PUT answers them.
-    let d = Deployment::new(Setup {
+    let d = Deployment::new(StackSpec {
         env: vec![("DB_SETUP_RESPONSE_MODE", "provider".into())],
-        ..Setup::new("switched")
+        ..StackSpec::new("switched")
     })
     .await;
     let (outcome, put) = d.request("Update", props()).await;
@@ -536,10 +536,10 @@ async fn no_verifier_or_url_is_logged_at_debug_or_trace() {
         "debug",
         "trace,tokio_postgres=trace,lambda_runtime=trace,reqwest=trace",
     ] {
-        let d = Deployment::new(Setup {
+        let d = Deployment::new(StackSpec {
             users: &[("rw", "readwrite"), ("ro", "readonly")],
             env: vec![("RUST_LOG", level.into())],
-            ..Setup::new("verbose")
+            ..StackSpec::new("verbose")
         })
         .await;
         let (_, put) = d.request("Create", props()).await;
@@ -557,7 +557,7 @@ async fn no_verifier_or_url_is_logged_at_debug_or_trace() {
 
 #[tokio::test]
 async fn row_values_in_a_detail_are_logged_not_sent_as_the_reason() {
-    let d = Deployment::new(Setup::new("detail")).await;
+    let d = Deployment::new(StackSpec::new("detail")).await;
     let mut to_009 = props();
     to_009["TargetMigration"] = json!("009_mued_optimized_indexes");
     let (_, put) = d.request("Create", to_009).await;

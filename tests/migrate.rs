@@ -692,7 +692,7 @@ async fn migrate_up_to_a_target_then_the_rest() {
     let fx = Fixture::new(&[A, B, C]);
     let conn = db.connect().await;
     let options = RunOptions {
-        target: Some("002_b".into()),
+        up_to: Some("002_b".into()),
         ..RunOptions::default()
     };
     let report = Migrator::new(conn.client(), options)

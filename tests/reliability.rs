@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::lambda::{
-    Deployment, Receiver, Setup, cfn_event, create_secret, secret_name, secrets_client,
+    Deployment, Receiver, StackSpec, cfn_event, create_secret, secret_name, secrets_client,
 };
 use common::scripted::epoch_ms;
 use common::{Fixture, TestDb, column};
@@ -17,8 +17,8 @@ use db_setup::handler::Handler;
 use db_setup::migrate::{MigrateError, MigrationSet, Migrator, RunOptions, TransactionFate};
 use db_setup::respond::Responder;
 use db_setup::secrets::SecretsManager;
-use db_setup::setup::LiveSetup;
 use db_setup::verify::Spec;
+use db_setup::work::LiveWork;
 use serde_json::{Value, json};
 
 fn props() -> Value {
@@ -43,9 +43,9 @@ async fn advisory_locks_gone(db: &TestDb) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_concurrent_creates_apply_each_migration_exactly_once() {
-    let d = Deployment::new(Setup {
+    let d = Deployment::new(StackSpec {
         users: &[("rw", "readwrite")],
-        ..Setup::new("conc8")
+        ..StackSpec::new("conc8")
     })
     .await;
     let mut runtimes = vec![d.runtime.clone()];
@@ -96,9 +96,9 @@ async fn eight_concurrent_creates_apply_each_migration_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn while_another_run_holds_the_lock_every_invocation_answers_in_time() {
-    let d = Deployment::new(Setup {
+    let d = Deployment::new(StackSpec {
         env: vec![("DB_SETUP_LOCK_WAIT", "1s".into())],
-        ..Setup::new("conclock")
+        ..StackSpec::new("conclock")
     })
     .await;
     let holder = d.db.connect().await;
@@ -422,9 +422,9 @@ async fn an_unreachable_database_gets_failed_before_the_deadline() {
         ("DB_SETUP_DB_PORT", port.to_string()),
         ("DB_SETUP_CONNECT_ATTEMPTS", "50".into()),
     ]);
-    let d = Deployment::new(Setup {
+    let d = Deployment::new(StackSpec {
         env,
-        ..Setup::new("deadline_refused")
+        ..StackSpec::new("deadline_refused")
     })
     .await;
     let reason = failed_before_the_deadline(&d, 6).await;
@@ -450,9 +450,9 @@ async fn a_port_that_accepts_but_never_answers_gets_failed_before_the_deadline()
         ("DB_SETUP_DB_PORT", port.to_string()),
         ("DB_SETUP_CONNECT_TIMEOUT", "60s".into()),
     ]);
-    let d = Deployment::new(Setup {
+    let d = Deployment::new(StackSpec {
         env,
-        ..Setup::new("deadline_blackhole")
+        ..StackSpec::new("deadline_blackhole")
     })
     .await;
     let reason = failed_before_the_deadline(&d, 6).await;
@@ -464,9 +464,9 @@ async fn a_port_that_accepts_but_never_answers_gets_failed_before_the_deadline()
 async fn a_held_lock_gets_failed_before_the_deadline() {
     let mut env = deadline_env();
     env.push(("DB_SETUP_LOCK_WAIT", "10min".into()));
-    let d = Deployment::new(Setup {
+    let d = Deployment::new(StackSpec {
         env,
-        ..Setup::new("deadline_lock")
+        ..StackSpec::new("deadline_lock")
     })
     .await;
     let holder = d.db.connect().await;
@@ -489,15 +489,15 @@ async fn a_statement_stuck_behind_a_table_lock_is_cancelled_and_failed_before_th
         ("DB_SETUP_LOCK_TIMEOUT", "0".into()),
         ("DB_SETUP_STATEMENT_TIMEOUT", "0".into()),
     ]);
-    let d = Deployment::new(Setup {
+    let d = Deployment::new(StackSpec {
         env,
-        ..Setup::new("deadline_stuck")
+        ..StackSpec::new("deadline_stuck")
     })
     .await;
     // Migrated up to 009; 010 adds foreign keys to user_profiles, which another session locks.
     let conn = d.db.connect().await;
     let options = RunOptions {
-        target: Some("009_mued_optimized_indexes".into()),
+        up_to: Some("009_mued_optimized_indexes".into()),
         ..RunOptions::default()
     };
     Migrator::new(conn.client(), options)
@@ -544,7 +544,7 @@ async fn a_statement_stuck_behind_a_table_lock_is_cancelled_and_failed_before_th
 
 /// Runs a Create through a handler over `setup` (margin 2 s) with a deadline 5 s
 /// away; checks FAILED arrived before it and returns its Reason.
-async fn failed_in_five_seconds(setup: impl db_setup::handler::Setup) -> String {
+async fn failed_in_five_seconds(setup: impl db_setup::handler::Work) -> String {
     let mut responder = Responder::new().unwrap();
     responder.allow_local = true;
     let handler = Handler::new(
@@ -569,7 +569,7 @@ async fn failed_in_five_seconds(setup: impl db_setup::handler::Setup) -> String 
 
 #[tokio::test]
 async fn a_sleeping_statement_gets_failed_before_the_deadline_and_is_cancelled() {
-    // The real work (LiveSetup) with a migration that sleeps, in-process.
+    // The real work (LiveWork) with a migration that sleeps, in-process.
     let db = TestDb::new("deadline_sleep").await;
     let sm = secrets_client().await;
     let admin = secret_name("sleep-admin");
@@ -591,7 +591,7 @@ async fn a_sleeping_statement_gets_failed_before_the_deadline_and_is_cancelled()
         _ => None,
     })
     .unwrap();
-    let setup = LiveSetup::new(
+    let setup = LiveWork::new(
         config,
         SecretsManager::new(sm),
         Tls::new(TlsMode::Disable, None).unwrap(),
@@ -645,7 +645,7 @@ impl PipelinedSleeps {
     }
 }
 
-impl db_setup::handler::Setup for PipelinedSleeps {
+impl db_setup::handler::Work for PipelinedSleeps {
     async fn deploy(
         &self,
         _request: db_setup::event::CfnRequest,

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::lambda::{Deployment, Setup};
+use common::lambda::{Deployment, StackSpec};
 use common::{TestDb, db_message};
 use db_setup::migrate::{MigrationSet, Migrator, RunOptions};
 use db_setup::verify::{self, ItemStatus, Spec};
@@ -30,7 +30,7 @@ fn declared_items(spec: &Spec) -> usize {
 
 #[tokio::test]
 async fn a_fresh_database_reaches_the_full_schema_through_the_lambda_and_verifies() {
-    let d = Deployment::new(Setup::new("schema_full")).await;
+    let d = Deployment::new(StackSpec::new("schema_full")).await;
     let set = MigrationSet::embedded().unwrap();
     let (_, put) = d
         .request("Create", json!({"MigrationsHash": set.hash()}))

@@ -7,7 +7,7 @@ mod common;
 use common::env;
 use common::lambda::{Function, RuntimeApi, create_secret, secret_name, secrets_client};
 use db_setup::db::{self, ConnectError, ConnectOptions, Target, Tls, TlsMode};
-use db_setup::secret::SecretString;
+use db_setup::redacted::SecretString;
 use serde_json::json;
 
 fn target(host: &str) -> Target {

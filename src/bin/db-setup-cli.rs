@@ -19,7 +19,7 @@ use std::str::FromStr;
 use db_setup::db::{self, ConnectOptions, Target, Tls, TlsMode};
 use db_setup::duration::parse_duration;
 use db_setup::migrate::{MigrateError, MigrationSet, Migrator, RunOptions};
-use db_setup::secret::SecretString;
+use db_setup::redacted::SecretString;
 use tokio_postgres::config::{Host, SslMode};
 
 struct Args {
@@ -55,7 +55,7 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> Result<Args, String> {
             "--dir" => args.dir = Some(PathBuf::from(value()?)),
             "--ca-file" => args.ca_file = Some(PathBuf::from(value()?)),
             "--mode" => args.options.mode = value()?.parse()?,
-            "--to" => args.options.target = Some(value()?),
+            "--to" => args.options.up_to = Some(value()?),
             "--lock-wait" => args.options.lock_wait = parse_duration(&value()?)?,
             "--lock-timeout" => args.options.lock_timeout = parse_duration(&value()?)?,
             "--statement-timeout" => args.options.statement_timeout = parse_duration(&value()?)?,

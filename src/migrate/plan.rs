@@ -59,7 +59,7 @@ pub enum Problem {
         /// The migration.
         name: String,
     },
-    /// The requested target is not a known migration.
+    /// The requested last migration (`to`) is not a known migration.
     UnknownTarget {
         /// The requested name.
         name: String,
@@ -159,7 +159,7 @@ pub struct Adoption {
 pub struct Plan<'a> {
     /// Migrations to run, in order.
     pub to_run: Vec<&'a Migration>,
-    /// Migrations left pending because they come after the target.
+    /// Migrations left pending because they come after the requested last migration.
     pub held_back: Vec<&'a Migration>,
     /// Rows whose checksum is recorded for the first time.
     pub adopt: Vec<Adoption>,
@@ -168,12 +168,12 @@ pub struct Plan<'a> {
 }
 
 /// Decides what to run. `applied` is the history ordered by `run_on, id`;
-/// `files` the migrations ordered by number; `target`, when given, is the
+/// `files` the migrations ordered by number; `up_to`, when given, is the
 /// last migration to run (inclusive).
 pub fn plan<'a>(
     applied: &[AppliedMigration],
     files: &'a [Migration],
-    target: Option<&str>,
+    up_to: Option<&str>,
 ) -> Result<Plan<'a>, PlanError> {
     let mut problems = Vec::new();
     let by_name: HashMap<&str, &Migration> = files.iter().map(|m| (m.name.as_str(), m)).collect();
@@ -254,7 +254,7 @@ pub fn plan<'a>(
 
     let already_applied = known.len();
     let pending = files.get(already_applied..).unwrap_or(&[]);
-    let (to_run, held_back) = match target {
+    let (to_run, held_back) = match up_to {
         None => (pending.iter().collect(), Vec::new()),
         Some(name) => match files.iter().position(|m| m.name == name) {
             None => {

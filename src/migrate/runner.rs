@@ -84,7 +84,7 @@ pub struct RunOptions {
     /// Pause before the first retry; doubles after.
     pub retry_pause: Duration,
     /// Run only up to this migration (inclusive).
-    pub target: Option<String>,
+    pub up_to: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -96,7 +96,7 @@ impl Default for RunOptions {
             statement_timeout: Duration::from_secs(300),
             lock_retries: 3,
             retry_pause: Duration::from_millis(500),
-            target: None,
+            up_to: None,
         }
     }
 }
@@ -458,7 +458,7 @@ impl<'c> Migrator<'c> {
             .await
             .map_err(|e| MigrateError::database("reading pgmigrations", &e))?;
         let applied = history::read_rows(&messages)?;
-        let plan = plan::plan(&applied, set.migrations(), self.options.target.as_deref())?;
+        let plan = plan::plan(&applied, set.migrations(), self.options.up_to.as_deref())?;
         info!(
             already_applied = plan.already_applied,
             to_run = plan.to_run.len(),
@@ -906,7 +906,7 @@ impl<'c> Migrator<'c> {
             .map(|r| r.name.clone())
             .collect();
         let (problems, planned, held_back) =
-            match plan::plan(&applied, set.migrations(), self.options.target.as_deref()) {
+            match plan::plan(&applied, set.migrations(), self.options.up_to.as_deref()) {
                 Ok(p) => {
                     let planned = steps(&p.to_run, self.options.mode)
                         .into_iter()

@@ -31,7 +31,7 @@ use tracing::{info, warn};
 
 use super::UserSpec;
 use super::password::{self, RandomError};
-use crate::secret::SecretString;
+use crate::redacted::SecretString;
 use crate::secrets::{
     AWSCURRENT, AWSPENDING, SecretFormatError, SecretStore, SecretsError, UserSecretFields,
     parse_object,

@@ -6,7 +6,7 @@ use super::credentials::{LoginCheck, UserDb};
 use super::roles::{RDS_IAM, clone_membership_sql, set_password_sql};
 use crate::db::{self, ConnectError, ConnectOptions, Target, Tls};
 use crate::migrate::ServerError;
-use crate::secret::SecretString;
+use crate::redacted::SecretString;
 
 /// Checks logins by connecting as the user (same host, database and TLS as
 /// the admin connection) and sets passwords through the admin connection.

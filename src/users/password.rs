@@ -1,6 +1,6 @@
 //! New passwords and their SCRAM-SHA-256 verifiers.
 
-use crate::secret::SecretString;
+use crate::redacted::SecretString;
 
 const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 

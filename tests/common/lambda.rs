@@ -660,7 +660,7 @@ pub struct Deployment {
 }
 
 /// How to set a deployment up.
-pub struct Setup<'a> {
+pub struct StackSpec<'a> {
     pub hint: &'a str,
     /// (username suffix, role template)
     pub users: &'a [(&'a str, &'a str)],
@@ -669,9 +669,9 @@ pub struct Setup<'a> {
     pub admin: Option<Value>,
 }
 
-impl<'a> Setup<'a> {
+impl<'a> StackSpec<'a> {
     pub fn new(hint: &'a str) -> Self {
-        Setup {
+        StackSpec {
             hint,
             users: &[],
             env: Vec::new(),
@@ -681,7 +681,7 @@ impl<'a> Setup<'a> {
 }
 
 impl Deployment {
-    pub async fn new(setup: Setup<'_>) -> Deployment {
+    pub async fn new(setup: StackSpec<'_>) -> Deployment {
         let n = DEPLOYMENTS.fetch_add(1, Ordering::SeqCst);
         let db = super::TestDb::new(setup.hint).await;
         let sm = secrets_client().await;
@@ -803,7 +803,7 @@ impl Deployment {
     pub async fn logs_in(&self, user: &str, password: &str) -> bool {
         let target = db_setup::db::Target {
             user: user.into(),
-            password: db_setup::secret::SecretString::new(password),
+            password: db_setup::redacted::SecretString::new(password),
             ..self.db.target()
         };
         let options = db_setup::db::ConnectOptions {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use db_setup::db::{self, ConnectOptions, Connection, Target, Tls, TlsMode};
 use db_setup::migrate::{MigrationSet, RunOptions};
-use db_setup::secret::SecretString;
+use db_setup::redacted::SecretString;
 use tokio_postgres::SimpleQueryMessage;
 
 /// Reads a variable `make test` exports; a missing one is a failure, not a skip.

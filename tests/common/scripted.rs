@@ -8,7 +8,7 @@ use std::time::Duration;
 use db_setup::config::ResponseMode;
 use db_setup::error::SetupError;
 use db_setup::event::{Action, CfnRequest};
-use db_setup::handler::{Handler, Progress, Setup};
+use db_setup::handler::{Handler, Progress, Work};
 use db_setup::respond::Responder;
 use serde_json::{Map, Value, json};
 
@@ -39,7 +39,7 @@ impl Scripted {
     }
 }
 
-impl Setup for Scripted {
+impl Work for Scripted {
     async fn deploy(
         &self,
         _request: CfnRequest,

@@ -1,4 +1,4 @@
-//! A string that must never be printed: passwords.
+//! A string that must never be printed (passwords): [`SecretString`].
 
 use std::fmt;
 

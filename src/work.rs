@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::db::{self, ConnectOptions, Connection, Target, Tls};
 use crate::error::SetupError;
 use crate::event::{Action, CfnRequest, RequestType};
-use crate::handler::{Progress, Setup};
+use crate::handler::{Progress, Work};
 use crate::migrate::{
     MigrateError, MigrationSet, Migrator, RunOptions, ServerError, TransactionMode,
 };
@@ -26,7 +26,7 @@ struct Admin {
 }
 
 /// The production work: Secrets Manager (or any [`SecretStore`]) and PostgreSQL.
-pub struct LiveSetup<S: SecretStore> {
+pub struct LiveWork<S: SecretStore> {
     config: Config,
     secrets: S,
     tls: Tls,
@@ -34,10 +34,10 @@ pub struct LiveSetup<S: SecretStore> {
     spec: Spec,
 }
 
-impl<S: SecretStore + 'static> LiveSetup<S> {
+impl<S: SecretStore + 'static> LiveWork<S> {
     /// Everything built once per process.
     pub fn new(config: Config, secrets: S, tls: Tls, migrations: MigrationSet, spec: Spec) -> Self {
-        LiveSetup {
+        LiveWork {
             config,
             secrets,
             tls,
@@ -106,14 +106,14 @@ impl<S: SecretStore + 'static> LiveSetup<S> {
         }
     }
 
-    fn run_options(&self, mode: Option<TransactionMode>, target: Option<String>) -> RunOptions {
+    fn run_options(&self, mode: Option<TransactionMode>, up_to: Option<String>) -> RunOptions {
         RunOptions {
             mode: mode.unwrap_or(self.config.transaction_mode),
             lock_wait: self.config.lock_wait,
             lock_timeout: self.config.lock_timeout,
             statement_timeout: self.config.statement_timeout,
             lock_retries: self.config.lock_retries,
-            target,
+            up_to,
             ..RunOptions::default()
         }
     }
@@ -293,7 +293,7 @@ impl<S: SecretStore + 'static> LiveSetup<S> {
     }
 }
 
-impl<S: SecretStore + 'static> Setup for LiveSetup<S> {
+impl<S: SecretStore + 'static> Work for LiveWork<S> {
     fn deploy(
         &self,
         request: CfnRequest,
@@ -319,7 +319,7 @@ pub struct Unconfigured {
     pub reason: String,
 }
 
-impl Setup for Unconfigured {
+impl Work for Unconfigured {
     async fn deploy(
         &self,
         _request: CfnRequest,
