@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::task::Poll;
 use std::time::Duration;
 
+use crate::pg::SqlState;
 use postgres_native_tls::MakeTlsConnector;
 use tokio::task::JoinHandle;
 use tokio_postgres::config::SslMode;
@@ -520,13 +521,13 @@ fn classify(endpoint: &str, user: &str, e: &tokio_postgres::Error) -> ConnectErr
     if let Some(db) = e.as_db_error() {
         let code = db.code().code();
         let message = db.message().to_string();
-        return if code == "28P01" {
+        return if db.code() == &SqlState::INVALID_PASSWORD {
             ConnectError::Auth {
                 endpoint: endpoint.into(),
                 user: user.into(),
                 message,
             }
-        } else if code == "28000" {
+        } else if db.code() == &SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
             ConnectError::LoginRefused {
                 endpoint: endpoint.into(),
                 user: user.into(),

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crate::config::ConfigError;
 use crate::db::{ConnectError, TlsSetupError};
-use crate::migrate::{MigrateError, ServerError};
+use crate::migrate::MigrateError;
+use crate::pg::ServerError;
 use crate::secrets::{SecretFormatError, SecretsError};
 use crate::users::apply::UsersError;
 use crate::verify::SpecError;

@@ -23,6 +23,7 @@ pub mod error;
 pub mod event;
 pub mod handler;
 pub mod migrate;
+pub mod pg;
 pub mod redacted;
 pub mod respond;
 pub mod secrets;

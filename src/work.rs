@@ -10,9 +10,8 @@ use crate::db::{self, ConnectOptions, Connection, Target, Tls};
 use crate::error::SetupError;
 use crate::event::{Action, CfnRequest, RequestType};
 use crate::handler::{Progress, Work};
-use crate::migrate::{
-    MigrateError, MigrationSet, Migrator, RunOptions, ServerError, TransactionMode,
-};
+use crate::migrate::{MigrateError, MigrationSet, Migrator, RunOptions, TransactionMode};
+use crate::pg::ServerError;
 use crate::secrets::{AWSCURRENT, SecretStore, SecretsError, parse_rds_secret};
 use crate::users::apply::{self, Site, UserOutcome};
 use crate::users::credentials;

@@ -4,98 +4,12 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio_postgres::error::ErrorPosition;
 
 use super::history::UnreadableRow;
 use super::lock::{KEY, LockHolder};
 use super::parse::{Location, SourceErrors};
 use super::plan::PlanError;
-
-/// What PostgreSQL said about a failed query.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ServerError {
-    /// SQLSTATE, when the server sent one (none when the connection broke).
-    pub code: Option<String>,
-    /// The message.
-    pub message: String,
-    /// DETAIL, if any.
-    pub detail: Option<String>,
-    /// HINT, if any.
-    pub hint: Option<String>,
-    /// CONTEXT (e.g. the PL/pgSQL line), if any.
-    pub context: Option<String>,
-    /// The position PostgreSQL reported (1-based, in characters, into the query sent).
-    #[serde(skip)]
-    pub position: Option<u32>,
-}
-
-/// SQLSTATE of `lock_timeout`.
-pub const LOCK_NOT_AVAILABLE: &str = "55P03";
-/// SQLSTATE of a cancelled statement (`statement_timeout`, a cancel request).
-pub const QUERY_CANCELED: &str = "57014";
-/// SQLSTATE of "out of shared memory" (the lock table is full).
-pub const OUT_OF_MEMORY: &str = "53200";
-
-impl ServerError {
-    /// Reads a tokio-postgres error.
-    pub fn from_pg(e: &tokio_postgres::Error) -> Self {
-        match e.as_db_error() {
-            Some(db) => ServerError {
-                code: Some(db.code().code().to_string()),
-                message: db.message().to_string(),
-                detail: db.detail().map(str::to_string),
-                hint: db.hint().map(str::to_string),
-                context: db.where_().map(str::to_string),
-                position: match db.position() {
-                    Some(ErrorPosition::Original(p)) => Some(*p),
-                    _ => None,
-                },
-            },
-            None if e.is_closed() => ServerError {
-                code: None,
-                message: "the connection to the server was lost".into(),
-                detail: None,
-                hint: None,
-                context: None,
-                position: None,
-            },
-            None => ServerError {
-                code: None,
-                message: crate::db::error_chain(e),
-                detail: None,
-                hint: None,
-                context: None,
-                position: None,
-            },
-        }
-    }
-
-    /// True for `lock_timeout`.
-    pub fn is_lock_timeout(&self) -> bool {
-        self.code.as_deref() == Some(LOCK_NOT_AVAILABLE)
-    }
-}
-
-impl fmt::Display for ServerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(code) = &self.code {
-            write!(f, "{code} ")?;
-        }
-        f.write_str(&self.message)?;
-        // DETAIL can hold row values ("Failing row contains (...)", "Key
-        // (email)=(...)"): a Reason is read by more people than the data.
-        if self.detail.is_some() {
-            f.write_str(" (DETAIL in the function's log)")?;
-        }
-        if let Some(h) = &self.hint {
-            write!(f, " (HINT: {h})")?;
-        }
-        if let Some(c) = &self.context {
-            write!(f, " (CONTEXT: {c})")?;
-        }
-        Ok(())
-    }
-}
+use crate::pg::{ServerError, SqlState};
 
 impl Serialize for Location {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -310,21 +224,27 @@ impl fmt::Display for MigrationFailure {
             return Ok(());
         }
         let (lock_timeout, statement_timeout) = self.timeouts;
-        let advice = match self.error.code.as_deref() {
-            Some(LOCK_NOT_AVAILABLE) => format!(
+        let error = &self.error;
+        let advice = if error.is(&SqlState::LOCK_NOT_AVAILABLE) {
+            format!(
                 " Another session held a lock this migration needs for longer than lock_timeout ({}ms): find it in pg_locks/pg_stat_activity, or deploy when it is idle.",
                 lock_timeout.as_millis()
-            ),
-            Some(QUERY_CANCELED) => format!(
+            )
+        } else if error.is(&SqlState::QUERY_CANCELED) {
+            format!(
                 " The statement ran longer than statement_timeout ({}ms) or was cancelled: raise DB_SETUP_STATEMENT_TIMEOUT, or put `-- db-setup: statement-timeout=<duration>` at the top of the file.",
                 statement_timeout.as_millis()
-            ),
-            Some(OUT_OF_MEMORY) => " One transaction took more locks than the server's lock table holds \
+            )
+        } else if error.is(&SqlState::OUT_OF_MEMORY) {
+            " One transaction took more locks than the server's lock table holds \
                 (each table a migration creates or alters is one): use DB_SETUP_TRANSACTION_MODE=each for this \
                 deploy, or raise max_locks_per_transaction."
-                .into(),
-            None => " The database connection was lost; check the database, then deploy again.".into(),
-            _ => " Fix the SQL (in a new migration if this one was applied elsewhere) and deploy again.".into(),
+                .into()
+        } else if error.code.is_none() {
+            " The database connection was lost; check the database, then deploy again.".into()
+        } else {
+            " Fix the SQL (in a new migration if this one was applied elsewhere) and deploy again."
+                .into()
         };
         f.write_str(&advice)
     }
@@ -497,18 +417,18 @@ mod tests {
     #[test]
     fn timeouts_get_their_own_advice() {
         assert!(
-            failure(Some(LOCK_NOT_AVAILABLE))
+            failure(Some(SqlState::LOCK_NOT_AVAILABLE.code()))
                 .to_string()
                 .contains("lock_timeout (5000ms)")
         );
         assert!(
-            failure(Some(QUERY_CANCELED))
+            failure(Some(SqlState::QUERY_CANCELED.code()))
                 .to_string()
                 .contains("-- db-setup: statement-timeout=<duration>")
         );
         assert!(failure(None).to_string().contains("connection was lost"));
         assert!(
-            failure(Some(OUT_OF_MEMORY))
+            failure(Some(SqlState::OUT_OF_MEMORY.code()))
                 .to_string()
                 .contains("DB_SETUP_TRANSACTION_MODE=each")
         );

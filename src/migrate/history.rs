@@ -10,6 +10,7 @@ use tokio_postgres::SimpleQueryMessage;
 
 use super::parse::Migration;
 use super::plan::{Adoption, AppliedMigration};
+use crate::pg::literal;
 
 /// The table, schema-qualified and quoted as node-pg-migrate writes it.
 pub const TABLE: &str = r#""public"."pgmigrations""#;
@@ -59,11 +60,6 @@ pub fn select_sql(state: TableState) -> String {
         _ => "NULL, NULL",
     };
     format!("SELECT id, name, run_on::text, {extra} FROM {TABLE} ORDER BY run_on, id")
-}
-
-/// Quotes a string literal (standard_conforming_strings, on since PostgreSQL 9.1).
-pub fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// The history row for a migration run in a transaction, appended to the
@@ -176,11 +172,6 @@ mod tests {
         assert!(select_sql(TableState::Tracked).ends_with("ORDER BY run_on, id"));
         assert!(select_sql(TableState::Tracked).contains("checksum, execution_ms"));
         assert!(select_sql(TableState::NodePgMigrate).contains("NULL, NULL"));
-    }
-
-    #[test]
-    fn literals_are_quoted() {
-        assert_eq!(literal("it's"), "'it''s'");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::path::Path;
 
 use include_dir::{Dir, include_dir};
 
-pub use error::{MigrateError, MigrationFailure, ServerError, TransactionFate};
+pub use error::{MigrateError, MigrationFailure, TransactionFate};
 pub use parse::{Migration, SourceError, SourceErrors};
 pub use plan::{AppliedMigration, Plan, PlanError, Problem};
 pub use runner::{Migrator, RunOptions, RunReport, StatusReport, TransactionMode};

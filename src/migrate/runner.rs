@@ -24,7 +24,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 use tracing::{info, warn};
 
 use super::MigrationSet;
-use super::error::{MigrateError, MigrationFailure, ServerError, TransactionFate};
+use super::error::{MigrateError, MigrationFailure, TransactionFate};
 use super::history::{self, TableState};
 use super::lock::{self, LockHolder};
 use super::parse::Migration;
@@ -32,6 +32,7 @@ use super::plan::{self, AppliedMigration, Plan, Problem};
 use super::sql;
 use crate::db::pipeline;
 use crate::duration::pg_setting;
+use crate::pg::{ServerError, SqlState};
 
 /// How pending migrations are grouped into transactions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -235,7 +236,7 @@ fn batch_token() -> String {
 fn mark_sql(token: &str) -> String {
     format!(
         "SELECT pg_catalog.set_config('{BATCH_MARKER}', {}, true), pg_catalog.txid_current()",
-        history::literal(token)
+        crate::pg::literal(token)
     )
 }
 
@@ -248,13 +249,13 @@ fn guard_sql(token: &str) -> String {
     format!(
         "SELECT CASE WHEN pg_catalog.current_setting('{BATCH_MARKER}', true) = {} THEN 'in batch' \
          ELSE pg_catalog.current_setting('{MARKER_LOST}') END",
-        history::literal(token)
+        crate::pg::literal(token)
     )
 }
 
 /// True when `error` is a guard's: the batch's transaction had ended.
 fn is_guard_error(error: &ServerError) -> bool {
-    error.code.as_deref() == Some("42704") && error.message.contains(MARKER_LOST)
+    error.is(&SqlState::UNDEFINED_OBJECT) && error.message.contains(MARKER_LOST)
 }
 
 /// The invalid indexes: qualified name, name, oid, and whether another

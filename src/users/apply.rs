@@ -16,7 +16,8 @@ use super::ownership::{self, Claim, ExistingRole, Refused, RoleKind, Verdict};
 use super::roles::{self, ManagedUser, RDS_IAM, RoleContext};
 use super::{Auth, UserSpec};
 use crate::db::pipeline;
-use crate::migrate::{ServerError, lock};
+use crate::migrate::lock;
+use crate::pg::{ServerError, SqlState};
 use crate::secrets::{SecretStore, UserSecretFields};
 
 /// Where the users live: what the marks, grants and secrets record.
@@ -151,13 +152,13 @@ impl UserOutcome {
 /// True for the errors two sessions changing the same roles can cause; the
 /// transaction is rolled back and tried again.
 pub fn is_retryable(e: &ServerError) -> bool {
-    match e.code.as_deref() {
-        // serialization_failure (our guard), deadlock_detected, unique_violation
-        // (a concurrent CREATE ROLE of the same name).
-        Some("40001" | "40P01" | "23505") => true,
-        Some("XX000") => e.message.contains("tuple concurrently updated"),
-        _ => false,
-    }
+    // serialization_failure (our guard), deadlock_detected, unique_violation
+    // (a concurrent CREATE ROLE of the same name), and the catalog's own
+    // "tuple concurrently updated".
+    e.is(&SqlState::T_R_SERIALIZATION_FAILURE)
+        || e.is(&SqlState::T_R_DEADLOCK_DETECTED)
+        || e.is(&SqlState::UNIQUE_VIOLATION)
+        || (e.is(&SqlState::INTERNAL_ERROR) && e.message.contains("tuple concurrently updated"))
 }
 
 const ATTRIBUTES: [&str; 5] = [

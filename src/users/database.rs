@@ -5,7 +5,7 @@ use tokio_postgres::Client;
 use super::credentials::{LoginCheck, UserDb};
 use super::roles::{RDS_IAM, clone_membership_sql, set_password_sql};
 use crate::db::{self, ConnectError, ConnectOptions, Target, Tls};
-use crate::migrate::ServerError;
+use crate::pg::ServerError;
 use crate::redacted::SecretString;
 
 /// Checks logins by connecting as the user (same host, database and TLS as

@@ -198,11 +198,6 @@ pub fn check_identifier(name: &str) -> Result<(), IdentifierError> {
     Ok(())
 }
 
-/// Quotes an identifier for SQL (checked names need none; this is belt and braces).
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,12 +237,6 @@ mod tests {
                 "{reserved}"
             );
         }
-    }
-
-    #[test]
-    fn identifiers_are_quoted() {
-        assert_eq!(quote_ident("app_rw"), "\"app_rw\"");
-        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
     }
 
     #[test]

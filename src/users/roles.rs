@@ -12,8 +12,8 @@
 //! creates in a schema of its own (named like its group role).
 
 use super::ownership::{Mark, RoleKind};
-use super::{Auth, RoleTemplate, UserSpec, quote_ident};
-use crate::migrate::history::literal;
+use super::{Auth, RoleTemplate, UserSpec};
+use crate::pg::{literal, quote_ident};
 
 /// The role RDS uses for IAM database authentication.
 pub const RDS_IAM: &str = "rds_iam";

@@ -10,9 +10,7 @@ use serde_json::{Map, Value};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::db::pipeline;
-use crate::migrate::ServerError;
-use crate::migrate::history::literal;
-use crate::users::quote_ident;
+use crate::pg::{ServerError, literal, quote_ident};
 
 /// The declared expectations, embedded at compile time.
 pub const EXPECTED: &str = include_str!("expected.json");
