@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::db::{Target, TlsMode};
+use crate::defaults;
 use crate::duration::parse_duration;
 use crate::migrate::TransactionMode;
 use crate::secrets::RdsCredentials;
@@ -61,22 +62,17 @@ impl DbOverrides {
     pub fn resolve(&self, creds: RdsCredentials) -> Result<Target, NoHost> {
         Ok(Target {
             host: self.host.clone().or(creds.host).ok_or(NoHost)?,
-            port: self.port.or(creds.port).unwrap_or(DEFAULT_PORT),
+            port: self.port.or(creds.port).unwrap_or(defaults::PORT),
             dbname: self
                 .dbname
                 .clone()
                 .or(creds.dbname)
-                .unwrap_or_else(|| DEFAULT_DATABASE.into()),
+                .unwrap_or_else(|| defaults::DATABASE.into()),
             user: creds.username,
             password: creds.password,
         })
     }
 }
-
-/// PostgreSQL's default port.
-pub const DEFAULT_PORT: u16 = 5432;
-/// PostgreSQL's default database.
-pub const DEFAULT_DATABASE: &str = "postgres";
 
 /// Everything the function needs to know.
 #[derive(Debug, Clone, PartialEq)]
@@ -221,14 +217,15 @@ impl Config {
                 TransactionMode::Batch,
                 str::parse,
             ),
-            lock_wait: r.duration("DB_SETUP_LOCK_WAIT", Duration::from_secs(60)),
-            lock_timeout: r.duration("DB_SETUP_LOCK_TIMEOUT", Duration::from_secs(5)),
-            lock_retries: r.number("DB_SETUP_LOCK_RETRIES", 3, 0),
-            statement_timeout: r.duration("DB_SETUP_STATEMENT_TIMEOUT", Duration::from_secs(300)),
-            connect_timeout: r.duration("DB_SETUP_CONNECT_TIMEOUT", Duration::from_secs(10)),
-            connect_attempts: r.number("DB_SETUP_CONNECT_ATTEMPTS", 3, 1),
-            deadline_margin: r.duration("DB_SETUP_DEADLINE_MARGIN", Duration::from_secs(10)),
-            time_budget: r.duration("DB_SETUP_TIME_BUDGET", Duration::from_secs(300)),
+            lock_wait: r.duration("DB_SETUP_LOCK_WAIT", defaults::LOCK_WAIT),
+            lock_timeout: r.duration("DB_SETUP_LOCK_TIMEOUT", defaults::LOCK_TIMEOUT),
+            lock_retries: r.number("DB_SETUP_LOCK_RETRIES", defaults::LOCK_RETRIES, 0),
+            statement_timeout: r
+                .duration("DB_SETUP_STATEMENT_TIMEOUT", defaults::STATEMENT_TIMEOUT),
+            connect_timeout: r.duration("DB_SETUP_CONNECT_TIMEOUT", defaults::CONNECT_TIMEOUT),
+            connect_attempts: r.number("DB_SETUP_CONNECT_ATTEMPTS", defaults::CONNECT_ATTEMPTS, 1),
+            deadline_margin: r.duration("DB_SETUP_DEADLINE_MARGIN", defaults::DEADLINE_MARGIN),
+            time_budget: r.duration("DB_SETUP_TIME_BUDGET", defaults::TIME_BUDGET),
             json_logs: r.parsed(
                 "DB_SETUP_LOG_FORMAT",
                 r.raw("AWS_LAMBDA_FUNCTION_NAME").is_some(),

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::task::Poll;
 use std::time::Duration;
 
+use crate::defaults;
 use crate::pg::SqlState;
 use postgres_native_tls::MakeTlsConnector;
 use tokio::task::JoinHandle;
@@ -192,10 +193,10 @@ pub struct ConnectOptions {
 impl Default for ConnectOptions {
     fn default() -> Self {
         ConnectOptions {
-            timeout: Duration::from_secs(10),
-            attempts: 3,
-            retry_pause: Duration::from_secs(1),
-            application_name: "db-setup".into(),
+            timeout: defaults::CONNECT_TIMEOUT,
+            attempts: defaults::CONNECT_ATTEMPTS,
+            retry_pause: defaults::CONNECT_RETRY_PAUSE,
+            application_name: defaults::APPLICATION_NAME.into(),
             client_check_interval: Some(Duration::from_secs(1)),
         }
     }

@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod db;
+pub mod defaults;
 pub mod duration;
 pub mod error;
 pub mod event;

@@ -135,8 +135,8 @@ async fn main() -> Result<(), Error> {
     let (margin, budget, mode) = match &config {
         Ok(c) => (c.deadline_margin, c.time_budget, c.response_mode),
         Err(_) => (
-            std::time::Duration::from_secs(10),
-            std::time::Duration::from_secs(300),
+            db_setup::defaults::DEADLINE_MARGIN,
+            db_setup::defaults::TIME_BUDGET,
             Config::response_mode_from_env(env),
         ),
     };

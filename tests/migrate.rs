@@ -252,7 +252,7 @@ async fn a_failed_concurrent_build_is_reported_by_name_and_the_next_run_recovers
     let f = failure(migrator.migrate(&fx.set()).await.unwrap_err());
     assert_eq!(f.migration.as_deref(), Some("002_idx"));
     assert_eq!(f.statement, Some(2));
-    assert_eq!(f.ran_as, "no-transaction");
+    assert_eq!(f.ran_as, db_setup::migrate::RanAs::NoTransaction);
     assert_eq!(f.error.code.as_deref(), Some("23505"));
     assert_eq!(f.invalid_indexes, ["public.t_x_key"]);
     let text = f.to_string();

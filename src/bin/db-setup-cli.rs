@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use std::str::FromStr;
 
 use db_setup::db::{self, ConnectOptions, Target, Tls, TlsMode};
+use db_setup::defaults;
 use db_setup::duration::parse_duration;
 use db_setup::migrate::{MigrateError, MigrationSet, Migrator, RunOptions};
 use db_setup::redacted::SecretString;
@@ -88,9 +89,16 @@ fn target_from_url(url: &str) -> Result<(Target, TlsMode), String> {
     Ok((
         Target {
             host,
-            port: config.get_ports().first().copied().unwrap_or(5432),
-            dbname: config.get_dbname().unwrap_or("postgres").to_string(),
-            user: config.get_user().unwrap_or("postgres").to_string(),
+            port: config
+                .get_ports()
+                .first()
+                .copied()
+                .unwrap_or(defaults::PORT),
+            dbname: config
+                .get_dbname()
+                .unwrap_or(defaults::DATABASE)
+                .to_string(),
+            user: config.get_user().unwrap_or(defaults::USER).to_string(),
             password: SecretString::new(password),
         },
         tls,

@@ -35,6 +35,27 @@ pub enum TransactionFate {
     Unchecked(String),
 }
 
+/// How a failed migration ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RanAs {
+    /// In the run's one transaction (`DB_SETUP_TRANSACTION_MODE=batch`).
+    Batch,
+    /// In a transaction of its own (`each`).
+    Each,
+    /// Outside any transaction (`-- db-setup: no-transaction`).
+    NoTransaction,
+}
+
+impl From<super::options::TransactionMode> for RanAs {
+    fn from(mode: super::options::TransactionMode) -> Self {
+        match mode {
+            super::options::TransactionMode::Batch => RanAs::Batch,
+            super::options::TransactionMode::Each => RanAs::Each,
+        }
+    }
+}
+
 /// A migration that failed, and the state it left.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MigrationFailure {
@@ -46,8 +67,8 @@ pub struct MigrationFailure {
     pub statement: Option<usize>,
     /// What PostgreSQL said.
     pub error: ServerError,
-    /// How the failed migration ran: `batch`, `each` or `no-transaction`.
-    pub ran_as: &'static str,
+    /// How the failed migration ran.
+    pub ran_as: RanAs,
     /// For a transaction: what the server says became of it. `None` for a
     /// file run outside a transaction.
     pub transaction: Option<TransactionFate>,
@@ -335,7 +356,7 @@ mod tests {
                 context: None,
                 position: Some(40),
             },
-            ran_as: "batch",
+            ran_as: RanAs::Batch,
             transaction: Some(TransactionFate::RolledBack),
             ended_inside: None,
             rolled_back: vec!["002_b".into(), "003_c".into()],

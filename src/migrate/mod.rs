@@ -9,19 +9,24 @@ pub mod error;
 pub mod hash;
 pub mod history;
 pub mod lock;
+pub mod options;
 pub mod parse;
 pub mod plan;
+pub mod report;
 pub mod runner;
 pub mod sql;
+pub mod status;
 
 use std::path::Path;
 
 use include_dir::{Dir, include_dir};
 
-pub use error::{MigrateError, MigrationFailure, TransactionFate};
+pub use error::{MigrateError, MigrationFailure, RanAs, TransactionFate};
+pub use options::{RunOptions, TransactionMode};
 pub use parse::{Migration, SourceError, SourceErrors};
 pub use plan::{AppliedMigration, Plan, PlanError, Problem};
-pub use runner::{Migrator, RunOptions, RunReport, StatusReport, TransactionMode};
+pub use report::{RunReport, StatusReport};
+pub use runner::Migrator;
 
 /// The project's migrations, embedded at compile time (`build.rs` makes
 /// cargo rebuild when one is added, removed or edited, and refuses an

@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use super::options::TransactionMode;
 use super::parse::Migration;
 
 /// One row of `pgmigrations`, as read (ordered by `run_on, id`).
@@ -283,6 +284,33 @@ pub fn plan<'a>(
     }
 }
 
+/// The migrations of one step of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step<'m> {
+    /// Run together in one transaction.
+    Transaction(Vec<&'m Migration>),
+    /// Run statement by statement outside any transaction.
+    NoTransaction(&'m Migration),
+}
+
+/// Groups the migrations to run into steps: in `batch` mode consecutive
+/// transactional migrations share one transaction; in `each` mode every
+/// migration has its own. A no-transaction migration is always alone.
+pub fn steps<'m>(to_run: &[&'m Migration], mode: TransactionMode) -> Vec<Step<'m>> {
+    let mut steps = Vec::new();
+    for &m in to_run {
+        if m.directives.no_transaction {
+            steps.push(Step::NoTransaction(m));
+            continue;
+        }
+        match (mode, steps.last_mut()) {
+            (TransactionMode::Batch, Some(Step::Transaction(batch))) => batch.push(m),
+            _ => steps.push(Step::Transaction(vec![m])),
+        }
+    }
+    steps
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::parse::parse_set;
@@ -295,6 +323,53 @@ mod tests {
                 .map(|n| (format!("{n}.sql"), format!("SELECT '{n}';").into_bytes())),
         )
         .unwrap()
+    }
+
+    fn set(files: &[(&str, &str)]) -> Vec<Migration> {
+        parse_set(
+            files
+                .iter()
+                .map(|(f, c)| (f.to_string(), c.as_bytes().to_vec())),
+        )
+        .unwrap()
+    }
+
+    fn shape(steps: &[Step<'_>]) -> Vec<String> {
+        steps
+            .iter()
+            .map(|s| match s {
+                Step::Transaction(ms) => format!(
+                    "tx[{}]",
+                    ms.iter()
+                        .map(|m| m.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                Step::NoTransaction(m) => format!("no-tx[{}]", m.name),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batch_mode_groups_around_no_transaction_files() {
+        let ms = set(&[
+            ("1_a.sql", "select 1"),
+            ("2_b.sql", "select 1"),
+            (
+                "3_idx.sql",
+                "-- db-setup: no-transaction\nCREATE INDEX CONCURRENTLY i ON t (x)",
+            ),
+            ("4_c.sql", "select 1"),
+        ]);
+        let refs: Vec<&Migration> = ms.iter().collect();
+        assert_eq!(
+            shape(&steps(&refs, TransactionMode::Batch)),
+            ["tx[1_a,2_b]", "no-tx[3_idx]", "tx[4_c]"]
+        );
+        assert_eq!(
+            shape(&steps(&refs, TransactionMode::Each)),
+            ["tx[1_a]", "tx[2_b]", "no-tx[3_idx]", "tx[4_c]"]
+        );
     }
 
     fn row(id: i64, name: &str, checksum: Option<&str>) -> AppliedMigration {

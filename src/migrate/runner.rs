@@ -15,197 +15,23 @@
 //! After a no-transaction file, only the invalid indexes it left stop it
 //! from being recorded.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio_postgres::{Client, SimpleQueryMessage};
 use tracing::{info, warn};
 
 use super::MigrationSet;
-use super::error::{MigrateError, MigrationFailure, TransactionFate};
+use super::error::{MigrateError, MigrationFailure, RanAs, TransactionFate};
 use super::history::{self, TableState};
-use super::lock::{self, LockHolder};
+use super::lock;
+use super::options::RunOptions;
 use super::parse::Migration;
-use super::plan::{self, AppliedMigration, Plan, Problem};
+use super::plan::{self, Plan, Step, steps};
+use super::report::{AppliedStep, RunReport};
 use super::sql;
 use crate::db::pipeline;
 use crate::duration::pg_setting;
 use crate::pg::{ServerError, SqlState};
-
-/// How pending migrations are grouped into transactions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TransactionMode {
-    /// All pending migrations of a run in one transaction (a no-transaction
-    /// file splits the batch): a failed run leaves the database as it was.
-    #[default]
-    Batch,
-    /// One transaction per migration: earlier ones stay applied on failure.
-    Each,
-}
-
-impl FromStr for TransactionMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "batch" => Ok(TransactionMode::Batch),
-            "each" => Ok(TransactionMode::Each),
-            other => Err(format!(
-                "`{other}` is not a transaction mode: write batch or each"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for TransactionMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TransactionMode::Batch => "batch",
-            TransactionMode::Each => "each",
-        })
-    }
-}
-
-/// Settings of a run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunOptions {
-    /// Transaction grouping.
-    pub mode: TransactionMode,
-    /// How long to wait for the advisory lock.
-    pub lock_wait: Duration,
-    /// PostgreSQL `lock_timeout` for migration statements.
-    pub lock_timeout: Duration,
-    /// PostgreSQL `statement_timeout` for migration statements.
-    pub statement_timeout: Duration,
-    /// Retries after a `lock_timeout`.
-    pub lock_retries: u32,
-    /// Pause before the first retry; doubles after.
-    pub retry_pause: Duration,
-    /// Run only up to this migration (inclusive).
-    pub up_to: Option<String>,
-}
-
-impl Default for RunOptions {
-    fn default() -> Self {
-        RunOptions {
-            mode: TransactionMode::Batch,
-            lock_wait: Duration::from_secs(60),
-            lock_timeout: Duration::from_secs(5),
-            statement_timeout: Duration::from_secs(300),
-            lock_retries: 3,
-            retry_pause: Duration::from_millis(500),
-            up_to: None,
-        }
-    }
-}
-
-/// One migration applied by a run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AppliedStep {
-    /// Its name.
-    pub name: String,
-    /// Execution time in milliseconds, as recorded in `pgmigrations.execution_ms`.
-    pub execution_ms: f64,
-    /// True when it ran outside a transaction.
-    pub no_transaction: bool,
-}
-
-/// What a migrate run did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RunReport {
-    /// Transaction mode used.
-    pub mode: TransactionMode,
-    /// Applied by this run, in order.
-    pub applied: Vec<AppliedStep>,
-    /// Already applied before this run (skipped).
-    pub already_applied: usize,
-    /// Not run because they come after the target.
-    pub pending: Vec<String>,
-    /// node-pg-migrate rows whose checksum was recorded by this run.
-    pub adopted_checksums: Vec<String>,
-    /// The last applied migration after the run.
-    pub last_migration: Option<String>,
-    /// Time spent waiting for the advisory lock.
-    pub lock_wait_ms: u64,
-    /// Time of the whole run.
-    pub total_ms: u64,
-}
-
-/// A migration not applied yet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PendingMigration {
-    /// Its name.
-    pub name: String,
-    /// Its checksum.
-    pub checksum: String,
-    /// True when it will run outside a transaction.
-    pub no_transaction: bool,
-}
-
-/// One transaction (or one no-transaction file) of a planned run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PlannedStep {
-    /// `transaction` or `no-transaction`.
-    pub kind: &'static str,
-    /// The migrations, in order.
-    pub migrations: Vec<String>,
-}
-
-/// The state of the database against the migrations: read only, no lock taken.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StatusReport {
-    /// Migrations embedded in this build.
-    pub embedded: usize,
-    /// The history table: `missing`, `node_pg_migrate` or `tracked`.
-    pub history_table: TableState,
-    /// The history, in order, with run times.
-    pub applied: Vec<AppliedMigration>,
-    /// Files not applied yet.
-    pub pending: Vec<PendingMigration>,
-    /// Why a migrate would refuse to run (order, missing files, checksum drift).
-    pub problems: Vec<Problem>,
-    /// Applied rows without a recorded checksum (written by node-pg-migrate);
-    /// the next migrate records them.
-    pub checksums_not_recorded: Vec<String>,
-    /// What a migrate with these options would do, when it would run at all.
-    pub plan: Option<Vec<PlannedStep>>,
-    /// Migrations held back by the target.
-    pub held_back: Vec<String>,
-    /// Who holds the migration lock now.
-    pub lock_holder: Option<LockHolder>,
-    /// Invalid indexes (left by a failed concurrent build).
-    pub invalid_indexes: Vec<String>,
-}
-
-/// The migrations of one step of a run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step<'m> {
-    /// Run together in one transaction.
-    Transaction(Vec<&'m Migration>),
-    /// Run statement by statement outside any transaction.
-    NoTransaction(&'m Migration),
-}
-
-/// Groups the migrations to run into steps: in `batch` mode consecutive
-/// transactional migrations share one transaction; in `each` mode every
-/// migration has its own. A no-transaction migration is always alone.
-pub fn steps<'m>(to_run: &[&'m Migration], mode: TransactionMode) -> Vec<Step<'m>> {
-    let mut steps = Vec::new();
-    for &m in to_run {
-        if m.directives.no_transaction {
-            steps.push(Step::NoTransaction(m));
-            continue;
-        }
-        match (mode, steps.last_mut()) {
-            (TransactionMode::Batch, Some(Step::Transaction(batch))) => batch.push(m),
-            _ => steps.push(Step::Transaction(vec![m])),
-        }
-    }
-    steps
-}
 
 /// The setting that marks a batch's own transaction: set with `SET LOCAL`
 /// semantics right after BEGIN, so it is gone as soon as that transaction
@@ -341,8 +167,8 @@ fn millis(d: Duration) -> u64 {
 
 /// Applies migrations over one connection.
 pub struct Migrator<'c> {
-    client: &'c Client,
-    options: RunOptions,
+    pub(super) client: &'c Client,
+    pub(super) options: RunOptions,
 }
 
 impl<'c> Migrator<'c> {
@@ -714,10 +540,7 @@ impl<'c> Migrator<'c> {
                 .map(|(m, p)| m.location_of_error(0, p)),
             statement: None,
             error,
-            ran_as: match self.options.mode {
-                TransactionMode::Batch => "batch",
-                TransactionMode::Each => "each",
-            },
+            ran_as: self.options.mode.into(),
             transaction: Some(fate),
             ended_inside: ended_inside.map(|m| m.name.clone()),
             rolled_back,
@@ -840,7 +663,7 @@ impl<'c> Migrator<'c> {
                             location: error.position.map(|p| m.location_of_error(offset, p)),
                             statement: Some(n + 1),
                             error,
-                            ran_as: "no-transaction",
+                            ran_as: RanAs::NoTransaction,
                             transaction: None,
                             ended_inside: None,
                             rolled_back: Vec::new(),
@@ -858,95 +681,10 @@ impl<'c> Migrator<'c> {
     }
 
     /// Every invalid index of the database (for `status`).
-    async fn invalid_indexes(&self) -> Result<Vec<String>, tokio_postgres::Error> {
+    pub(super) async fn invalid_indexes(&self) -> Result<Vec<String>, tokio_postgres::Error> {
         Ok(first_column(
             &self.client.simple_query(INVALID_INDEXES_SQL).await?,
         ))
-    }
-
-    /// Reads the state of the database against `set`: history, pending,
-    /// problems, the lock holder. Takes no lock and writes nothing.
-    pub async fn status(&self, set: &MigrationSet) -> Result<StatusReport, MigrateError> {
-        let messages = self
-            .client
-            .simple_query(&format!("SELECT {}", history::STATE_COLUMNS))
-            .await
-            .map_err(|e| MigrateError::database("checking pgmigrations", &e))?;
-        let table = messages
-            .iter()
-            .find_map(|m| match m {
-                SimpleQueryMessage::Row(r) => Some(TableState::from_flags(r.get(0), r.get(1))),
-                _ => None,
-            })
-            .unwrap_or(TableState::Missing);
-        let applied = if table == TableState::Missing {
-            Vec::new()
-        } else {
-            let rows = self
-                .client
-                .simple_query(&history::select_sql(table))
-                .await
-                .map_err(|e| MigrateError::database("reading pgmigrations", &e))?;
-            history::read_rows(&rows)?
-        };
-        let recorded: std::collections::HashSet<&str> =
-            applied.iter().map(|r| r.name.as_str()).collect();
-        let pending = set
-            .migrations()
-            .iter()
-            .filter(|m| !recorded.contains(m.name.as_str()))
-            .map(|m| PendingMigration {
-                name: m.name.clone(),
-                checksum: m.checksum.clone(),
-                no_transaction: m.directives.no_transaction,
-            })
-            .collect();
-        let checksums_not_recorded = applied
-            .iter()
-            .filter(|r| r.checksum.is_none())
-            .map(|r| r.name.clone())
-            .collect();
-        let (problems, planned, held_back) =
-            match plan::plan(&applied, set.migrations(), self.options.up_to.as_deref()) {
-                Ok(p) => {
-                    let planned = steps(&p.to_run, self.options.mode)
-                        .into_iter()
-                        .map(|s| match s {
-                            Step::Transaction(ms) => PlannedStep {
-                                kind: "transaction",
-                                migrations: ms.iter().map(|m| m.name.clone()).collect(),
-                            },
-                            Step::NoTransaction(m) => PlannedStep {
-                                kind: "no-transaction",
-                                migrations: vec![m.name.clone()],
-                            },
-                        })
-                        .collect();
-                    (
-                        Vec::new(),
-                        Some(planned),
-                        p.held_back.iter().map(|m| m.name.clone()).collect(),
-                    )
-                }
-                Err(e) => (e.0, None, Vec::new()),
-            };
-        Ok(StatusReport {
-            embedded: set.migrations().len(),
-            history_table: table,
-            applied,
-            pending,
-            problems,
-            checksums_not_recorded,
-            plan: planned,
-            held_back,
-            lock_holder: lock::holder(self.client, lock::KEY)
-                .await
-                .map_err(|e| MigrateError::database("looking up the lock holder", &e))?,
-            invalid_indexes: self
-                .invalid_indexes()
-                .await
-                .map_err(|e| MigrateError::database("checking for invalid indexes", &e))?,
-        })
     }
 }
 
@@ -968,44 +706,6 @@ mod tests {
                 .map(|(f, c)| (f.to_string(), c.as_bytes().to_vec())),
         )
         .unwrap()
-    }
-
-    fn shape(steps: &[Step<'_>]) -> Vec<String> {
-        steps
-            .iter()
-            .map(|s| match s {
-                Step::Transaction(ms) => format!(
-                    "tx[{}]",
-                    ms.iter()
-                        .map(|m| m.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                ),
-                Step::NoTransaction(m) => format!("no-tx[{}]", m.name),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn batch_mode_groups_around_no_transaction_files() {
-        let ms = set(&[
-            ("1_a.sql", "select 1"),
-            ("2_b.sql", "select 1"),
-            (
-                "3_idx.sql",
-                "-- db-setup: no-transaction\nCREATE INDEX CONCURRENTLY i ON t (x)",
-            ),
-            ("4_c.sql", "select 1"),
-        ]);
-        let refs: Vec<&Migration> = ms.iter().collect();
-        assert_eq!(
-            shape(&steps(&refs, TransactionMode::Batch)),
-            ["tx[1_a,2_b]", "no-tx[3_idx]", "tx[4_c]"]
-        );
-        assert_eq!(
-            shape(&steps(&refs, TransactionMode::Each)),
-            ["tx[1_a]", "tx[2_b]", "no-tx[3_idx]", "tx[4_c]"]
-        );
     }
 
     #[test]
@@ -1035,18 +735,6 @@ mod tests {
         assert_eq!(
             indexes_left_by(&ms[0], &before, &after),
             ["s.mine_x", "s.Quoted\"Idx", "s.new_one"]
-        );
-    }
-
-    #[test]
-    fn modes_parse() {
-        assert_eq!("batch".parse(), Ok(TransactionMode::Batch));
-        assert_eq!("each".parse(), Ok(TransactionMode::Each));
-        assert!(
-            "all"
-                .parse::<TransactionMode>()
-                .unwrap_err()
-                .contains("batch or each")
         );
     }
 }

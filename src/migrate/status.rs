@@ -1,0 +1,99 @@
+//! `status` and `plan`: the state of a database against the migrations,
+//! read only (no lock taken, nothing written).
+
+use tokio_postgres::SimpleQueryMessage;
+
+use super::MigrationSet;
+use super::error::MigrateError;
+use super::history::{self, TableState};
+use super::lock;
+use super::plan::{self, Step, steps};
+use super::report::{PendingMigration, PlannedStep, StatusReport, StepKind};
+use super::runner::Migrator;
+
+impl Migrator<'_> {
+    /// Reads the state of the database against `set`: history, pending,
+    /// problems, the lock holder. Takes no lock and writes nothing.
+    pub async fn status(&self, set: &MigrationSet) -> Result<StatusReport, MigrateError> {
+        let messages = self
+            .client
+            .simple_query(&format!("SELECT {}", history::STATE_COLUMNS))
+            .await
+            .map_err(|e| MigrateError::database("checking pgmigrations", &e))?;
+        let table = messages
+            .iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some(TableState::from_flags(r.get(0), r.get(1))),
+                _ => None,
+            })
+            .unwrap_or(TableState::Missing);
+        let applied = if table == TableState::Missing {
+            Vec::new()
+        } else {
+            let rows = self
+                .client
+                .simple_query(&history::select_sql(table))
+                .await
+                .map_err(|e| MigrateError::database("reading pgmigrations", &e))?;
+            history::read_rows(&rows)?
+        };
+        let recorded: std::collections::HashSet<&str> =
+            applied.iter().map(|r| r.name.as_str()).collect();
+        let pending = set
+            .migrations()
+            .iter()
+            .filter(|m| !recorded.contains(m.name.as_str()))
+            .map(|m| PendingMigration {
+                name: m.name.clone(),
+                checksum: m.checksum.clone(),
+                no_transaction: m.directives.no_transaction,
+            })
+            .collect();
+        let checksums_not_recorded = applied
+            .iter()
+            .filter(|r| r.checksum.is_none())
+            .map(|r| r.name.clone())
+            .collect();
+        let (problems, planned, held_back) =
+            match plan::plan(&applied, set.migrations(), self.options.up_to.as_deref()) {
+                Ok(p) => {
+                    let planned = steps(&p.to_run, self.options.mode)
+                        .into_iter()
+                        .map(|s| match s {
+                            Step::Transaction(ms) => PlannedStep {
+                                kind: StepKind::Transaction,
+                                migrations: ms.iter().map(|m| m.name.clone()).collect(),
+                            },
+                            Step::NoTransaction(m) => PlannedStep {
+                                kind: StepKind::NoTransaction,
+                                migrations: vec![m.name.clone()],
+                            },
+                        })
+                        .collect();
+                    (
+                        Vec::new(),
+                        Some(planned),
+                        p.held_back.iter().map(|m| m.name.clone()).collect(),
+                    )
+                }
+                Err(e) => (e.0, None, Vec::new()),
+            };
+        Ok(StatusReport {
+            embedded: set.migrations().len(),
+            history_table: table,
+            applied,
+            pending,
+            problems,
+            checksums_not_recorded,
+            plan: planned,
+            held_back,
+            lock_holder: lock::holder(self.client, lock::KEY)
+                .await
+                .map_err(|e| MigrateError::database("looking up the lock holder", &e))?,
+            invalid_indexes: self
+                .invalid_indexes()
+                .await
+                .map_err(|e| MigrateError::database("checking for invalid indexes", &e))?,
+        })
+    }
+}
