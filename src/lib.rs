@@ -5,16 +5,18 @@
 //!
 //! ```text
 //! event JSON ─> event      what was asked: a CloudFormation request or a manual action
-//!            ─> handler    decide, run under a deadline and a panic guard, answer
-//!                 ├─> config    environment, validated once at start
+//!            ─> handler    decide, run the Work under a deadline and a panic guard, answer
+//!            ─> work       the production Work: reads the admin secret, connects, sequences the steps
+//!                 ├─> config    environment, validated once at start (defaults: one home)
 //!                 ├─> secrets   Secrets Manager behind a trait; the RDS secret JSON
-//!                 ├─> db        connecting: TLS, the RDS CA bundle, timeouts
+//!                 ├─> db        connecting: TLS, the RDS CA bundle, timeouts, pipelining
 //!                 ├─> migrate   embedded set → plan (pure) → runner (PostgreSQL) → report
-//!                 ├─> users     role templates → SQL (pure); the credentials protocol
+//!                 ├─> users     ownership (pure) · role SQL (pure) · credentials protocol · apply
 //!                 └─> verify    declared schema items vs the catalog
 //!            ─> respond    the CloudFormation response (≤ 4096 bytes) and its delivery
 //! ```
-//! [`work`] ties the boundaries together for the handler.
+//! Shared by all: [`pg`] (what PostgreSQL said, SQLSTATEs, quoting),
+//! [`redacted`] (a string that is never printed), [`duration`], [`error`].
 
 pub mod config;
 pub mod db;

@@ -1,5 +1,6 @@
-//! The work itself, against the real services: read the admin secret,
-//! connect, migrate, ensure the application users; and the manual actions.
+//! The production [`crate::handler::Work`]: reads the admin secret, connects,
+//! and sequences the steps (migrate, then the users step in [`crate::users::apply`]);
+//! the manual actions.
 
 use serde_json::{Map, Value, json};
 use tokio_postgres::Client;
