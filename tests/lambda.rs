@@ -234,6 +234,8 @@ async fn an_invalid_configuration_still_answers_with_every_problem() {
         "DB_SETUP_ADMIN_SECRET_ID is required",
         "DB_SETUP_LOCK_WAIT: `soon` is not a duration",
         "`Bad-Name` is not a safe role name",
+        // The configuration error's own advice reaches the stack.
+        "fix the function's environment variables (see docs/configuration.md)",
     ] {
         assert!(reason.contains(needle), "{needle} not in {reason}");
     }
