@@ -244,6 +244,30 @@ async fn an_invalid_configuration_still_answers_with_every_problem() {
 }
 
 #[tokio::test]
+async fn an_unreadable_ca_file_is_answered_as_the_tls_setup_error_with_its_advice() {
+    let d = Deployment::new(StackSpec {
+        env: vec![(
+            "DB_SETUP_TLS_CA_FILE",
+            "/nonexistent/db-setup-ca.pem".into(),
+        )],
+        ..StackSpec::new("badca")
+    })
+    .await;
+    let (_, put) = d.request("Create", props()).await;
+    assert_eq!(put.body["Status"], "FAILED");
+    let reason = put.body["Reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(
+            "the function could not start: TLS setup: the CA file /nonexistent/db-setup-ca.pem cannot be read"
+        ),
+        "{reason}"
+    );
+    assert!(reason.contains("give DB_SETUP_TLS_CA_FILE"), "{reason}");
+    let status = d.invoke(&json!({"action": "status"})).await;
+    assert_eq!(status.error()["errorType"], "ConfigurationError");
+}
+
+#[tokio::test]
 async fn an_update_built_for_other_migrations_is_a_rollback_and_runs_nothing() {
     let d = Deployment::new(StackSpec::new("rollback")).await;
     d.request("Create", props()).await;
