@@ -156,8 +156,8 @@ enum CliError {
     /// DETAIL (left out of the message, it can hold row values) is shown.
     #[error("{error}{}", detail.as_deref().map(|d| format!("\nDETAIL: {d}")).unwrap_or_default())]
     Migrate {
-        /// The error.
-        error: MigrateError,
+        /// The error (boxed: it is large).
+        error: Box<MigrateError>,
         /// PostgreSQL's DETAIL.
         detail: Option<String>,
     },
@@ -169,7 +169,10 @@ enum CliError {
 impl From<MigrateError> for CliError {
     fn from(error: MigrateError) -> Self {
         let detail = error.server_error().and_then(|s| s.detail.clone());
-        CliError::Migrate { error, detail }
+        CliError::Migrate {
+            error: Box::new(error),
+            detail,
+        }
     }
 }
 
