@@ -1,5 +1,6 @@
-//! The CloudFormation response: its body (pure, at most 4096 bytes) and its
-//! delivery (an HTTP PUT to the pre-signed ResponseURL, retried).
+//! The CloudFormation response: its body (pure, at most 4096 bytes, with the
+//! typed [`Data`]) and its delivery (an HTTP PUT to the pre-signed
+//! ResponseURL, retried).
 //!
 //! A pre-signed ResponseURL is a bearer token: whoever holds it can answer
 //! for the stack. Its query (the signature) is never logged nor returned:
