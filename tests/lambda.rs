@@ -408,6 +408,25 @@ async fn manual_actions_report_in_json() {
         plan.response()["held_back"].as_array().unwrap().len(),
         embedded_count() - 2
     );
+    // The same report as `db-setup-cli plan` (tests/cli.rs): PlanReport.
+    let mut keys: Vec<&str> = plan
+        .response()
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "checksums_to_record",
+            "held_back",
+            "lock_holder",
+            "problems",
+            "would_run"
+        ]
+    );
 
     let partial = d
         .invoke(&json!({"action": "migrate", "to": "002_educore_tables", "mode": "each"}))
