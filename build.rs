@@ -30,8 +30,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/migrate/hash.rs");
     println!("cargo:rerun-if-changed=src/migrate/files.rs");
 
-    let files = files::read_dir(&dir)
-        .unwrap_or_else(|e| fail(&format!("cannot read {}: {}", e.what, e.error)));
+    let files = files::read_dir(&dir).unwrap_or_else(|e| fail(&e.to_string()));
     println!(
         "cargo:rustc-env=DB_SETUP_MIGRATIONS_SHA256={}",
         hash::set_hash(&files)

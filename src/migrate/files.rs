@@ -6,7 +6,8 @@ use std::path::Path;
 
 /// A directory entry that could not be read: what (the directory or the
 /// file's name) and why.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {what}: {error}")]
 pub struct Unreadable {
     /// The directory, or the name of the file in it.
     pub what: String,
@@ -68,5 +69,10 @@ mod tests {
         let e = read_dir(&missing).unwrap_err();
         assert_eq!(e.what, missing.display().to_string());
         assert_eq!(e.error.kind(), std::io::ErrorKind::NotFound);
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot read {}: ", missing.display())),
+            "{e}"
+        );
     }
 }
