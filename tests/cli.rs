@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Output;
 
-use common::{Fixture, TestDb};
+use common::{Fixture, PLAN_KEYS, TestDb, sorted_keys};
 use serde_json::Value;
 
 const A: (&str, &str) = ("001_a.sql", "CREATE TABLE a (id int);");
@@ -163,22 +163,9 @@ async fn plan_is_one_report_as_json_or_markdown() {
     let out = cli(&["plan", "--dir", dir, "--to", "002_b"], Some(&url));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let plan = json(&out);
-    let mut keys: Vec<&str> = plan
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(|k| k.as_str())
-        .collect();
-    keys.sort();
     assert_eq!(
-        keys,
-        [
-            "checksums_to_record",
-            "held_back",
-            "lock_holder",
-            "problems",
-            "would_run"
-        ],
+        sorted_keys(&plan),
+        PLAN_KEYS,
         "the Lambda's plan report: {plan}"
     );
     assert_eq!(

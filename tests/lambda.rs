@@ -409,24 +409,7 @@ async fn manual_actions_report_in_json() {
         embedded_count() - 2
     );
     // The same report as `db-setup-cli plan` (tests/cli.rs): PlanReport.
-    let mut keys: Vec<&str> = plan
-        .response()
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(|k| k.as_str())
-        .collect();
-    keys.sort();
-    assert_eq!(
-        keys,
-        [
-            "checksums_to_record",
-            "held_back",
-            "lock_holder",
-            "problems",
-            "would_run"
-        ]
-    );
+    assert_eq!(common::sorted_keys(plan.response()), common::PLAN_KEYS);
 
     let partial = d
         .invoke(&json!({"action": "migrate", "to": "002_educore_tables", "mode": "each"}))
