@@ -1,8 +1,8 @@
 //! Makes cargo rebuild when a migration is added, removed or edited, and
 //! refuses a bad `migrations/` directory at compile time with the same
-//! checks the runtime applies (the parser is shared, not copied). Passes the
-//! set's `MigrationsHash` (the same function as the runtime's) to the crate
-//! as `DB_SETUP_MIGRATIONS_SHA256`: the binary carries it as a marker, which
+//! checks the runtime applies (the directory walk and the parser are shared,
+//! not copied). Passes the set's `MigrationsHash` (the same function as the
+//! runtime's) to the crate as `DB_SETUP_MIGRATIONS_SHA256`: the binary carries it as a marker, which
 //! `make package` writes beside the bootstrap for the CDK construct.
 
 use std::path::Path;
@@ -10,6 +10,8 @@ use std::path::Path;
 #[allow(dead_code)]
 #[path = "src/duration.rs"]
 mod duration;
+#[path = "src/migrate/files.rs"]
+mod files;
 #[path = "src/migrate/hash.rs"]
 mod hash;
 #[allow(dead_code)]
@@ -26,24 +28,9 @@ fn main() {
     println!("cargo:rerun-if-changed=src/migrate/parse.rs");
     println!("cargo:rerun-if-changed=src/migrate/sql.rs");
     println!("cargo:rerun-if-changed=src/migrate/hash.rs");
+    println!("cargo:rerun-if-changed=src/migrate/files.rs");
 
-    let mut files = Vec::new();
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) => fail(&format!("cannot read {}: {e}", dir.display())),
-    };
-    for entry in entries {
-        let entry = entry.unwrap_or_else(|e| fail(&format!("cannot read {}: {e}", dir.display())));
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let bytes = if entry.path().is_dir() {
-            Vec::new() // classified (and refused) by name below
-        } else {
-            std::fs::read(entry.path())
-                .unwrap_or_else(|e| fail(&format!("cannot read {name}: {e}")))
-        };
-        files.push((name, bytes));
-    }
-    files.sort();
+    let files = files::read_dir(&dir).unwrap_or_else(|e| fail(&e.to_string()));
     println!(
         "cargo:rustc-env=DB_SETUP_MIGRATIONS_SHA256={}",
         hash::set_hash(&files)

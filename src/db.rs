@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::task::Poll;
@@ -57,6 +58,17 @@ impl fmt::Display for TlsMode {
 /// A TLS setup problem found at start (a bad CA file).
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
+    /// The extra CA file cannot be read.
+    #[error(
+        "the CA file {path} cannot be read: {message}; give DB_SETUP_TLS_CA_FILE (the CLI's --ca-file) \
+         the path of a readable PEM file, or leave it unset to trust the RDS CAs and the system roots"
+    )]
+    CaFile {
+        /// The path given.
+        path: String,
+        /// What the system said.
+        message: String,
+    },
     /// A certificate that does not parse.
     #[error("{source_name}: certificate {index} cannot be read: {message}")]
     BadCertificate {
@@ -111,6 +123,27 @@ impl Tls {
             mode,
             connector: Some(MakeTlsConnector::new(connector)),
         })
+    }
+
+    /// [`Tls::new`] with the extra CAs read from `ca_file` (the function's
+    /// `DB_SETUP_TLS_CA_FILE`, the CLI's `--ca-file`).
+    pub fn from_config(mode: TlsMode, ca_file: Option<&Path>) -> Result<Self, TlsSetupError> {
+        let extra = match ca_file {
+            Some(path) => Some((
+                path.display().to_string(),
+                std::fs::read_to_string(path).map_err(|e| TlsSetupError::CaFile {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?,
+            )),
+            None => None,
+        };
+        Tls::new(
+            mode,
+            extra
+                .as_ref()
+                .map(|(name, pem)| (name.as_str(), pem.as_str())),
+        )
     }
 
     /// The mode.
@@ -627,6 +660,26 @@ mod tests {
             certificates("extra.pem", bad),
             Err(TlsSetupError::BadCertificate { index: 1, .. })
         ));
+    }
+
+    #[test]
+    fn the_ca_file_is_read_and_an_unreadable_one_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let err = Tls::from_config(TlsMode::VerifyFull, Some(&missing))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&err, TlsSetupError::CaFile { path, .. } if *path == missing.display().to_string())
+        );
+        assert!(err.to_string().contains("DB_SETUP_TLS_CA_FILE"), "{err}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no certificate here").unwrap();
+        assert!(matches!(
+            Tls::from_config(TlsMode::VerifyFull, Some(&empty)),
+            Err(TlsSetupError::Empty { source_name }) if source_name == empty.display().to_string()
+        ));
+        assert!(Tls::from_config(TlsMode::Disable, None).is_ok());
     }
 
     #[test]

@@ -1,12 +1,16 @@
 //! The function's error: one variant per boundary, each carrying its
 //! context; [`SetupError::reason`] is what CloudFormation (or the invoker)
-//! reads, [`SetupError::kind`] the Lambda error type.
+//! reads, [`SetupError::kind`] the Lambda error type, and the runtime gets
+//! both as a [`Diagnostic`] (`From<&SetupError>`).
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use lambda_runtime::Diagnostic;
 
 use crate::config::ConfigError;
 use crate::db::{ConnectError, TlsSetupError};
-use crate::migrate::MigrateError;
+use crate::migrate::{MigrateError, SourceErrors};
 use crate::pg::ServerError;
 use crate::secrets::{SecretFormatError, SecretsError};
 use crate::users::apply::UsersError;
@@ -15,9 +19,10 @@ use crate::verify::SpecError;
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    /// The process could not start (its reason is already actionable).
+    /// The process could not start: every request is answered with why
+    /// (the start-up error itself, with its advice).
     #[error("the function could not start: {0}")]
-    Startup(String),
+    Startup(Arc<SetupError>),
     /// The environment is invalid.
     #[error("{0}; fix the function's environment variables (see docs/configuration.md)")]
     Config(#[from] ConfigError),
@@ -47,6 +52,10 @@ pub enum SetupError {
     /// The verification list is invalid (a build defect).
     #[error("{0}")]
     Spec(#[from] SpecError),
+    /// The embedded migrations are invalid (a build defect: `build.rs`
+    /// refuses such a directory, so only a tampered package gets here).
+    #[error("the embedded migrations are invalid: {0}; rebuild the package (make package)")]
+    Migrations(#[from] SourceErrors),
     /// A database query outside the migrations failed.
     #[error("{step} failed: {error}")]
     Database {
@@ -98,9 +107,11 @@ impl SetupError {
     /// A short error type for the Lambda diagnostic.
     pub fn kind(&self) -> &'static str {
         match self {
-            SetupError::Startup(_) | SetupError::Config(_) | SetupError::Tls(_) => {
-                "ConfigurationError"
-            }
+            SetupError::Startup(cause) => cause.kind(),
+            SetupError::Config(_)
+            | SetupError::Tls(_)
+            | SetupError::Spec(_)
+            | SetupError::Migrations(_) => "ConfigurationError",
             SetupError::AdminSecret(_) | SetupError::AdminSecretFormat(_) | SetupError::NoHost => {
                 "AdminSecretError"
             }
@@ -109,9 +120,65 @@ impl SetupError {
             SetupError::Migrate(_) => "MigrationError",
             SetupError::Users(UsersError::RoleLockTimeout { .. }) => "RoleLockHeld",
             SetupError::Users(_) => "UsersError",
-            SetupError::Spec(_) | SetupError::Database { .. } => "DatabaseError",
+            SetupError::Database { .. } => "DatabaseError",
             SetupError::Timeout { .. } => "Timeout",
             SetupError::Panic { .. } => "InternalError",
         }
+    }
+}
+
+impl From<&SetupError> for Diagnostic {
+    fn from(e: &SetupError) -> Self {
+        Diagnostic {
+            error_type: e.kind().into(),
+            error_message: e.reason(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigError;
+    use crate::db::TlsSetupError;
+
+    #[test]
+    fn a_start_up_error_keeps_its_kind_and_advice() {
+        let config = SetupError::Startup(Arc::new(SetupError::Config(ConfigError(vec![
+            "DB_SETUP_ADMIN_SECRET_ID is required".into(),
+        ]))));
+        let d = Diagnostic::from(&config);
+        assert_eq!(d.error_type, "ConfigurationError");
+        assert!(
+            d.error_message
+                .starts_with("the function could not start: invalid configuration"),
+            "{}",
+            d.error_message
+        );
+        assert!(
+            d.error_message
+                .ends_with("fix the function's environment variables (see docs/configuration.md)"),
+            "{}",
+            d.error_message
+        );
+        let tls = SetupError::Startup(Arc::new(SetupError::Tls(TlsSetupError::CaFile {
+            path: "/ca.pem".into(),
+            message: "No such file or directory".into(),
+        })));
+        let d = Diagnostic::from(&tls);
+        assert_eq!(d.error_type, "ConfigurationError");
+        assert!(
+            d.error_message
+                .contains("TLS setup: the CA file /ca.pem cannot be read")
+        );
+        assert!(d.error_message.contains("DB_SETUP_TLS_CA_FILE"));
+    }
+
+    #[test]
+    fn the_diagnostic_is_the_kind_and_the_reason() {
+        let e = SetupError::NoHost;
+        let d = Diagnostic::from(&e);
+        assert_eq!(d.error_type, "AdminSecretError");
+        assert_eq!(d.error_message, e.reason());
     }
 }

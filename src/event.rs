@@ -144,6 +144,25 @@ impl fmt::Display for EventError {
 
 impl std::error::Error for EventError {}
 
+impl EventError {
+    /// An event refused for one reason, with nowhere to send a FAILED.
+    pub fn one(problem: impl Into<String>) -> Self {
+        EventError {
+            problems: vec![problem.into()],
+            reply: None,
+        }
+    }
+}
+
+impl From<&EventError> for lambda_runtime::Diagnostic {
+    fn from(e: &EventError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: "InvalidEvent".into(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
 fn describe(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",

@@ -11,14 +11,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lambda_runtime::Diagnostic;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tracing::{error, info, warn};
 
 use crate::config::ResponseMode;
 use crate::db::Canceller;
 use crate::error::SetupError;
-use crate::event::{self, Action, CfnRequest, ReplyTo, Request, RequestType};
-use crate::respond::{self, Responder, Status};
+use crate::event::{self, Action, CfnRequest, EventError, ReplyTo, Request, RequestType};
+use crate::respond::{self, Data, Responder, Status};
 
 /// The work the handler runs.
 pub trait Work: Send + Sync + 'static {
@@ -27,7 +27,7 @@ pub trait Work: Send + Sync + 'static {
         &self,
         request: CfnRequest,
         progress: Progress,
-    ) -> impl Future<Output = Result<Map<String, Value>, SetupError>> + Send;
+    ) -> impl Future<Output = Result<Data, SetupError>> + Send;
     /// A manual action. Returns its report.
     fn action(
         &self,
@@ -193,13 +193,6 @@ fn same_function(a: &str, b: &str) -> bool {
     matches!((unqualified(a), unqualified(b)), (Some(x), Some(y)) if x == y)
 }
 
-fn diagnostic(error_type: &str, message: String) -> Diagnostic {
-    Diagnostic {
-        error_type: error_type.into(),
-        error_message: message,
-    }
-}
-
 /// Answers invocations.
 pub struct Handler<S: Work> {
     setup: Arc<S>,
@@ -300,7 +293,7 @@ impl<S: Work> Handler<S> {
                 .await
                 .map_err(|e| {
                     log_failure(&e, "action failed");
-                    diagnostic(e.kind(), e.reason())
+                    Diagnostic::from(&e)
                 })
             }
             Err(e) => {
@@ -319,7 +312,7 @@ impl<S: Work> Handler<S> {
                         )
                         .await
                     }
-                    _ => Err(diagnostic("InvalidEvent", e.to_string())),
+                    _ => Err(Diagnostic::from(&e)),
                 }
             }
         }
@@ -344,23 +337,20 @@ impl<S: Work> Handler<S> {
                 let message = "ResponseURL is missing: in direct mode the function answers CloudFormation at that URL \
                                (set DB_SETUP_RESPONSE_MODE=provider when the CDK Provider framework calls it)";
                 error!(message);
-                return Err(diagnostic("InvalidEvent", message.into()));
+                return Err(Diagnostic::from(&EventError::one(message)));
             };
             // Checked before the work: a URL that will not be answered must not
             // get a deploy run for it.
             if let Err(e) = self.responder.check(url) {
                 error!(error = %e, "ResponseURL refused: this request cannot be answered");
-                return Err(diagnostic("ResponseUrlRefused", e.to_string()));
+                return Err(Diagnostic::from(&e));
             }
         }
         let result = match request.request_type {
             // Forward-only: nothing is dropped, nothing to wait for.
             RequestType::Delete => {
                 info!("Delete: forward-only, data, roles and secrets are kept");
-                Ok(Map::from_iter([(
-                    "Message".to_string(),
-                    json!("Delete: forward-only, nothing was dropped"),
-                )]))
+                Ok(Data::message("Delete: forward-only, nothing was dropped"))
             }
             RequestType::Create | RequestType::Update => {
                 let setup = self.setup.clone();
@@ -392,7 +382,7 @@ impl<S: Work> Handler<S> {
                 Ok(data) => Ok(json!({ "PhysicalResourceId": reply.physical_id(), "Data": data })),
                 Err(e) => {
                     log_failure(&e, "request failed");
-                    Err(diagnostic(e.kind(), e.reason()))
+                    Err(Diagnostic::from(&e))
                 }
             },
         }
@@ -405,23 +395,19 @@ impl<S: Work> Handler<S> {
         reply: &ReplyTo,
         status: Status,
         reason: Option<&str>,
-        data: Option<&Map<String, Value>>,
+        data: Option<&Data>,
         until: Instant,
     ) -> Result<Value, Diagnostic> {
         let body = respond::body(status, reason, reply, data);
         let Some(url) = reply.response_url.as_deref() else {
-            return Err(diagnostic("InvalidEvent", "no usable ResponseURL".into()));
+            return Err(Diagnostic::from(&EventError::one("no usable ResponseURL")));
         };
         match self.responder.put(url, &body, until).await {
             Ok(()) => Ok(serde_json::from_str(&body).unwrap_or(Value::Null)),
             Err(e) => {
                 // The error names the URL without its query (a bearer token).
                 error!(error = %e, "response not delivered");
-                let kind = match e {
-                    respond::DeliveryError::Refused { .. } => "ResponseUrlRefused",
-                    respond::DeliveryError::Failed { .. } => "ResponseNotDelivered",
-                };
-                Err(diagnostic(kind, e.to_string()))
+                Err(Diagnostic::from(&e))
             }
         }
     }

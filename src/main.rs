@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use db_setup::config::Config;
 use db_setup::db::Tls;
+use db_setup::error::SetupError;
 use db_setup::handler::{Handler, Work};
 use db_setup::migrate::MigrationSet;
 use db_setup::respond::Responder;
@@ -66,23 +67,11 @@ fn init_tracing(json: bool) {
     }
 }
 
-/// Builds the production work, or the reason it cannot be built.
-async fn live_setup(config: Config) -> Result<LiveWork<SecretsManager>, String> {
-    let extra_ca = match &config.tls_ca_file {
-        Some(path) => Some((
-            path.display().to_string(),
-            std::fs::read_to_string(path)
-                .map_err(|e| format!("DB_SETUP_TLS_CA_FILE {}: {e}", path.display()))?,
-        )),
-        None => None,
-    };
-    let tls = Tls::new(
-        config.tls,
-        extra_ca.as_ref().map(|(n, p)| (n.as_str(), p.as_str())),
-    )
-    .map_err(|e| e.to_string())?;
-    let migrations = MigrationSet::embedded().map_err(|e| e.to_string())?;
-    let spec = Spec::embedded().map_err(|e| e.to_string())?;
+/// Builds the production work, or the error that keeps it from starting.
+async fn live_setup(config: Config) -> Result<LiveWork<SecretsManager>, SetupError> {
+    let tls = Tls::from_config(config.tls, config.tls_ca_file.as_deref())?;
+    let migrations = MigrationSet::embedded()?;
+    let spec = Spec::embedded()?;
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let secrets = SecretsManager::new(aws_sdk_secretsmanager::Client::new(&aws));
     info!(
@@ -142,14 +131,16 @@ async fn main() -> Result<(), Error> {
     };
     let live = match config {
         Ok(config) => live_setup(config).await,
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(SetupError::from(e)),
     };
     match live {
         Ok(setup) => serve(Handler::new(setup, mode, responder, margin, budget)).await,
-        Err(reason) => {
-            error!(%reason, "cannot start: every request will be answered FAILED with this reason");
+        Err(error) => {
+            error!(reason = %error, kind = error.kind(), "cannot start: every request will be answered FAILED with this reason");
             serve(Handler::new(
-                Unconfigured { reason },
+                Unconfigured {
+                    error: Arc::new(error),
+                },
                 mode,
                 responder,
                 margin,

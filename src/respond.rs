@@ -1,5 +1,6 @@
-//! The CloudFormation response: its body (pure, at most 4096 bytes) and its
-//! delivery (an HTTP PUT to the pre-signed ResponseURL, retried).
+//! The CloudFormation response: its body (pure, at most 4096 bytes, with the
+//! typed [`Data`]) and its delivery (an HTTP PUT to the pre-signed
+//! ResponseURL, retried).
 //!
 //! A pre-signed ResponseURL is a bearer token: whoever holds it can answer
 //! for the stack. Its query (the signature) is never logged nor returned:
@@ -10,8 +11,8 @@
 
 use std::time::{Duration, Instant};
 
+use lambda_runtime::Diagnostic;
 use serde::Serialize;
-use serde_json::{Map, Value};
 use tracing::{info, warn};
 
 use crate::event::ReplyTo;
@@ -41,7 +42,50 @@ struct Body<'a> {
     logical_resource_id: &'a str,
     no_echo: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a Map<String, Value>>,
+    data: Option<&'a Data>,
+}
+
+/// The response's `Data`: what `Fn::GetAtt` reads from the custom resource.
+/// CloudFormation wants string values, so the counts are written as strings
+/// (`"Applied": "3"`); a field left `None` is not sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Data {
+    /// Migrations applied by this request.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "count")]
+    pub applied: Option<usize>,
+    /// Migrations already applied before it.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "count")]
+    pub already_applied: Option<usize>,
+    /// The last applied migration (empty when none is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_migration: Option<String>,
+    /// Users managed.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "count")]
+    pub users: Option<usize>,
+    /// Of them, the users whose password was set by this request.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "count")]
+    pub users_rotated: Option<usize>,
+    /// Why nothing was run (a Delete, a rollback).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl Data {
+    /// Data that only says why nothing was run.
+    pub fn message(text: impl Into<String>) -> Self {
+        Data {
+            message: Some(text.into()),
+            ..Data::default()
+        }
+    }
+}
+
+fn count<S: serde::Serializer>(n: &Option<usize>, s: S) -> Result<S::Ok, S::Error> {
+    match n {
+        Some(n) => s.collect_str(n),
+        None => s.serialize_none(),
+    }
 }
 
 fn cut(text: &str, max_bytes: usize) -> &str {
@@ -57,14 +101,9 @@ fn cut(text: &str, max_bytes: usize) -> &str {
 
 /// Builds the response body, at most [`MAX_BODY`] bytes: the Reason is
 /// shortened first (marked with "…"), then Data dropped, then identifiers cut.
-pub fn body(
-    status: Status,
-    reason: Option<&str>,
-    reply: &ReplyTo,
-    data: Option<&Map<String, Value>>,
-) -> String {
+pub fn body(status: Status, reason: Option<&str>, reply: &ReplyTo, data: Option<&Data>) -> String {
     let physical = reply.physical_id();
-    let render = |reason: Option<&str>, data: Option<&Map<String, Value>>, ids: usize| {
+    let render = |reason: Option<&str>, data: Option<&Data>, ids: usize| {
         serde_json::to_string(&Body {
             status,
             reason,
@@ -142,6 +181,25 @@ pub enum DeliveryError {
         /// The last failure (never with the URL's query).
         message: String,
     },
+}
+
+impl DeliveryError {
+    /// The Lambda error type.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DeliveryError::Refused { .. } => "ResponseUrlRefused",
+            DeliveryError::Failed { .. } => "ResponseNotDelivered",
+        }
+    }
+}
+
+impl From<&DeliveryError> for Diagnostic {
+    fn from(e: &DeliveryError) -> Self {
+        Diagnostic {
+            error_type: e.kind().into(),
+            error_message: e.to_string(),
+        }
+    }
 }
 
 /// A URL as it may be logged: scheme, host, port and path, never the query
@@ -292,7 +350,7 @@ impl Responder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn reply() -> ReplyTo {
         ReplyTo {
@@ -307,7 +365,10 @@ mod tests {
 
     #[test]
     fn success_carries_the_ids_and_data() {
-        let data = json!({"Applied": "3"}).as_object().cloned().unwrap();
+        let data = Data {
+            applied: Some(3),
+            ..Data::default()
+        };
         let v: Value =
             serde_json::from_str(&body(Status::Success, None, &reply(), Some(&data))).unwrap();
         assert_eq!(v["Status"], "SUCCESS");
@@ -317,6 +378,28 @@ mod tests {
         assert_eq!(v["LogicalResourceId"], "DbSetup");
         assert_eq!(v["Data"]["Applied"], "3");
         assert!(v.get("Reason").is_none());
+    }
+
+    #[test]
+    fn data_has_todays_keys_with_string_values() {
+        let data = Data {
+            applied: Some(3),
+            already_applied: Some(0),
+            last_migration: Some("012_x".into()),
+            users: Some(2),
+            users_rotated: Some(1),
+            message: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&data).unwrap(),
+            json!({"Applied": "3", "AlreadyApplied": "0", "LastMigration": "012_x",
+                   "Users": "2", "UsersRotated": "1"})
+        );
+        assert_eq!(
+            serde_json::to_value(Data::message("nothing was run")).unwrap(),
+            json!({"Message": "nothing was run"})
+        );
+        assert_eq!(serde_json::to_value(Data::default()).unwrap(), json!({}));
     }
 
     #[test]
@@ -399,10 +482,7 @@ mod tests {
         let mut r = reply();
         r.stack_id = "s".repeat(5000);
         r.request_id = "q".repeat(5000);
-        let data = json!({"Big": "d".repeat(5000)})
-            .as_object()
-            .cloned()
-            .unwrap();
+        let data = Data::message("d".repeat(5000));
         let text = body(Status::Failed, Some(&"why ".repeat(2000)), &r, Some(&data));
         assert!(text.len() <= MAX_BODY, "{}", text.len());
         let v: Value = serde_json::from_str(&text).unwrap();

@@ -2,7 +2,9 @@
 //! and sequences the steps (migrate, then the users step in [`crate::users::apply`]);
 //! the manual actions.
 
-use serde_json::{Map, Value, json};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
@@ -11,8 +13,11 @@ use crate::db::{self, ConnectOptions, Connection, Target, Tls};
 use crate::error::SetupError;
 use crate::event::{Action, CfnRequest, RequestType};
 use crate::handler::{Progress, Work};
-use crate::migrate::{MigrateError, MigrationSet, Migrator, RunOptions, TransactionMode};
+use crate::migrate::{
+    MigrateError, MigrationSet, Migrator, PlanReport, RunOptions, TransactionMode,
+};
 use crate::pg::ServerError;
+use crate::respond::Data;
 use crate::secrets::{AWSCURRENT, SecretStore, SecretsError, parse_rds_secret};
 use crate::users::apply::{self, Site, UserOutcome};
 use crate::users::credentials;
@@ -155,8 +160,7 @@ impl<S: SecretStore + 'static> LiveWork<S> {
         &self,
         request: CfnRequest,
         progress: Progress,
-    ) -> Result<Map<String, Value>, SetupError> {
-        let mut data = Map::new();
+    ) -> Result<Data, SetupError> {
         let is_update = request.request_type == RequestType::Update;
         if let Some(hash) = request
             .properties
@@ -173,8 +177,7 @@ impl<S: SecretStore + 'static> LiveWork<S> {
                     embedded = self.migrations.hash(),
                     "{note}"
                 );
-                data.insert("Message".into(), json!(note));
-                return Ok(data);
+                return Ok(Data::message(note));
             }
         }
         let admin = self.admin(&progress).await?;
@@ -184,38 +187,31 @@ impl<S: SecretStore + 'static> LiveWork<S> {
             request.properties.transaction_mode,
             request.properties.target_migration.clone(),
         );
-        match Migrator::new(connection.client(), options)
+        let mut data = match Migrator::new(connection.client(), options)
             .migrate(&self.migrations)
             .await
         {
-            Ok(report) => {
-                data.insert("Applied".into(), json!(report.applied.len().to_string()));
-                data.insert(
-                    "AlreadyApplied".into(),
-                    json!(report.already_applied.to_string()),
-                );
-                data.insert(
-                    "LastMigration".into(),
-                    json!(report.last_migration.unwrap_or_default()),
-                );
-            }
+            Ok(report) => Data {
+                applied: Some(report.applied.len()),
+                already_applied: Some(report.already_applied),
+                last_migration: Some(report.last_migration.unwrap_or_default()),
+                ..Data::default()
+            },
             Err(MigrateError::Plan(e)) if is_update && e.is_database_ahead() => {
                 let note = format!(
                     "{e}; as this is an Update (a rollback to older code), nothing was run"
                 );
                 warn!("{note}");
-                data.insert("Message".into(), json!(note));
-                return Ok(data);
+                return Ok(Data::message(note));
             }
             Err(e) => return Err(e.into()),
-        }
+        };
         if request.properties.manage_users {
             let reports = self
                 .ensure_users(connection.client(), &admin, &progress)
                 .await?;
-            let rotated = reports.iter().filter(|r| r.rotated()).count();
-            data.insert("Users".into(), json!(reports.len().to_string()));
-            data.insert("UsersRotated".into(), json!(rotated.to_string()));
+            data.users = Some(reports.len());
+            data.users_rotated = Some(reports.iter().filter(|r| r.rotated()).count());
         }
         progress.finish();
         Ok(data)
@@ -241,13 +237,7 @@ impl<S: SecretStore + 'static> LiveWork<S> {
                 let status = Migrator::new(client, self.run_options(mode, to))
                     .status(&self.migrations)
                     .await?;
-                json!({
-                    "would_run": status.plan,
-                    "held_back": status.held_back,
-                    "problems": status.problems,
-                    "checksums_to_record": status.checksums_not_recorded,
-                    "lock_holder": status.lock_holder,
-                })
+                to_json(serde_json::to_value(PlanReport::from(status)))
             }
             Action::Migrate { to, mode } => {
                 progress.step("migrating");
@@ -298,7 +288,7 @@ impl<S: SecretStore + 'static> Work for LiveWork<S> {
         &self,
         request: CfnRequest,
         progress: Progress,
-    ) -> impl Future<Output = Result<Map<String, Value>, SetupError>> + Send {
+    ) -> impl Future<Output = Result<Data, SetupError>> + Send {
         self.deploy_inner(request, progress)
     }
 
@@ -312,23 +302,19 @@ impl<S: SecretStore + 'static> Work for LiveWork<S> {
 }
 
 /// The work of a process that could not start (invalid configuration, an
-/// unreadable CA file, ...): every request fails with that reason, so the
-/// stack gets an answer instead of waiting.
+/// unreadable CA file, ...): every request fails with that error, its kind
+/// and advice, so the stack gets an answer instead of waiting.
 pub struct Unconfigured {
     /// Why.
-    pub reason: String,
+    pub error: Arc<SetupError>,
 }
 
 impl Work for Unconfigured {
-    async fn deploy(
-        &self,
-        _request: CfnRequest,
-        _progress: Progress,
-    ) -> Result<Map<String, Value>, SetupError> {
-        Err(SetupError::Startup(self.reason.clone()))
+    async fn deploy(&self, _request: CfnRequest, _progress: Progress) -> Result<Data, SetupError> {
+        Err(SetupError::Startup(self.error.clone()))
     }
 
     async fn action(&self, _action: Action, _progress: Progress) -> Result<Value, SetupError> {
-        Err(SetupError::Startup(self.reason.clone()))
+        Err(SetupError::Startup(self.error.clone()))
     }
 }

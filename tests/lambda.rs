@@ -234,9 +234,35 @@ async fn an_invalid_configuration_still_answers_with_every_problem() {
         "DB_SETUP_ADMIN_SECRET_ID is required",
         "DB_SETUP_LOCK_WAIT: `soon` is not a duration",
         "`Bad-Name` is not a safe role name",
+        // The configuration error's own advice reaches the stack.
+        "fix the function's environment variables (see docs/configuration.md)",
     ] {
         assert!(reason.contains(needle), "{needle} not in {reason}");
     }
+    let status = d.invoke(&json!({"action": "status"})).await;
+    assert_eq!(status.error()["errorType"], "ConfigurationError");
+}
+
+#[tokio::test]
+async fn an_unreadable_ca_file_is_answered_as_the_tls_setup_error_with_its_advice() {
+    let d = Deployment::new(StackSpec {
+        env: vec![(
+            "DB_SETUP_TLS_CA_FILE",
+            "/nonexistent/db-setup-ca.pem".into(),
+        )],
+        ..StackSpec::new("badca")
+    })
+    .await;
+    let (_, put) = d.request("Create", props()).await;
+    assert_eq!(put.body["Status"], "FAILED");
+    let reason = put.body["Reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(
+            "the function could not start: TLS setup: the CA file /nonexistent/db-setup-ca.pem cannot be read"
+        ),
+        "{reason}"
+    );
+    assert!(reason.contains("give DB_SETUP_TLS_CA_FILE"), "{reason}");
     let status = d.invoke(&json!({"action": "status"})).await;
     assert_eq!(status.error()["errorType"], "ConfigurationError");
 }
@@ -382,6 +408,8 @@ async fn manual_actions_report_in_json() {
         plan.response()["held_back"].as_array().unwrap().len(),
         embedded_count() - 2
     );
+    // The same report as `db-setup-cli plan` (tests/cli.rs): PlanReport.
+    assert_eq!(common::sorted_keys(plan.response()), common::PLAN_KEYS);
 
     let partial = d
         .invoke(&json!({"action": "migrate", "to": "002_educore_tables", "mode": "each"}))

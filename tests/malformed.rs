@@ -317,8 +317,8 @@ proptest! {
             physical_resource_id: Some(ids[3].clone()).filter(|s| !s.is_empty()),
             service_token: None,
         };
-        let data = json!({"Message": data}).as_object().cloned();
-        let body = respond::body(Status::Failed, Some(&reason), &reply, data.as_ref());
+        let data = respond::Data::message(data);
+        let body = respond::body(Status::Failed, Some(&reason), &reply, Some(&data));
         prop_assert!(body.len() <= MAX_BODY, "{} bytes", body.len());
         let v: Value = serde_json::from_str(&body).unwrap();
         prop_assert_eq!(&v["Status"], "FAILED");

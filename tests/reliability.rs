@@ -650,8 +650,10 @@ impl db_setup::handler::Work for PipelinedSleeps {
         &self,
         _request: db_setup::event::CfnRequest,
         progress: db_setup::handler::Progress,
-    ) -> Result<serde_json::Map<String, Value>, db_setup::error::SetupError> {
-        self.run(progress).await.map(|()| serde_json::Map::new())
+    ) -> Result<db_setup::respond::Data, db_setup::error::SetupError> {
+        self.run(progress)
+            .await
+            .map(|()| db_setup::respond::Data::default())
     }
 
     async fn action(

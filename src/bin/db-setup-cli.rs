@@ -1,80 +1,187 @@
 //! `db-setup-cli`: the migration engine from a shell, for local work,
-//! troubleshooting and benchmarks. The Lambda is `db-setup`.
+//! CI, troubleshooting and benchmarks. The Lambda is `db-setup`.
 //!
-//! ```text
-//! db-setup-cli <migrate|status|plan> [--database-url URL] [--dir DIR]
-//!              [--mode batch|each] [--to MIGRATION] [--lock-wait 60s]
-//!              [--lock-timeout 5s] [--statement-timeout 5min] [--ca-file PEM]
-//! ```
-//! The URL defaults to `$DATABASE_URL`; `sslmode=disable` in it means
-//! plaintext, anything else verified TLS. Without `--dir` the migrations
-//! embedded in the binary are used. The report goes to stdout as JSON,
-//! logs to stderr.
+//! `db-setup-cli --help` (and `db-setup-cli COMMAND --help`) tells the
+//! commands, options, environment fallbacks and exit codes. Reports go to
+//! stdout (JSON, or Markdown for `plan --format markdown`), logs to stderr.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::time::Duration;
 
-use db_setup::db::{self, ConnectOptions, Target, Tls, TlsMode};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use db_setup::db::{self, ConnectError, ConnectOptions, Target, Tls, TlsMode, TlsSetupError};
 use db_setup::defaults;
 use db_setup::duration::parse_duration;
-use db_setup::migrate::{MigrateError, MigrationSet, Migrator, RunOptions};
+use db_setup::migrate::report::PlanReport;
+use db_setup::migrate::{
+    MigrateError, MigrationSet, Migrator, RunOptions, SourceErrors, StatusReport, TransactionMode,
+};
 use db_setup::redacted::SecretString;
 use tokio_postgres::config::{Host, SslMode};
 
-struct Args {
-    command: String,
-    url: Option<String>,
+/// What the exit codes mean (shown by `--help`).
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  done (for `status --exit-code`: nothing pending, no problem)
+  1  the command failed (unreadable URL or migrations, connection, a failed migration)
+  2  invalid command line
+  3  `status --exit-code`: migrations are pending
+  4  `status --exit-code`: problems: a migrate would refuse to run";
+
+/// The exit code of `status --exit-code` when migrations are pending.
+const EXIT_PENDING: u8 = 3;
+/// The exit code of `status --exit-code` when a migrate would refuse to run.
+const EXIT_PROBLEMS: u8 = 4;
+
+/// Forward-only PostgreSQL migrations (node-pg-migrate compatible), from a shell.
+#[derive(Debug, Parser)]
+#[command(name = "db-setup-cli", version, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Applies the pending migrations (up to `--to`) under the migration lock; prints the run report.
+    #[command(after_help = EXIT_CODES)]
+    Migrate {
+        #[command(flatten)]
+        source: Source,
+        #[command(flatten)]
+        run: Run,
+    },
+    /// The history, pending files, problems, lock holder and invalid indexes; reads only.
+    #[command(after_help = EXIT_CODES)]
+    Status {
+        #[command(flatten)]
+        source: Source,
+        #[command(flatten)]
+        run: Run,
+        /// Exit with 3 when migrations are pending, 4 when a migrate would refuse to run.
+        #[arg(long)]
+        exit_code: bool,
+    },
+    /// What a migrate would run, transaction by transaction, and what it would refuse; reads only.
+    #[command(after_help = EXIT_CODES)]
+    Plan {
+        #[command(flatten)]
+        source: Source,
+        #[command(flatten)]
+        run: Run,
+        /// `json` (the report) or `markdown` (for a pull-request comment).
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
+}
+
+/// Where the database and the migrations are.
+#[derive(Debug, Args)]
+struct Source {
+    /// postgresql://user:password@host:port/database; `sslmode=disable` in it
+    /// means plaintext, anything else verified TLS (the RDS CAs and the system roots).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    database_url: String,
+    /// The migrations directory; without it, the migrations embedded in this binary.
+    #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// An extra PEM file of CA certificates to trust.
+    #[arg(long, env = "DB_SETUP_TLS_CA_FILE", value_name = "PEM")]
     ca_file: Option<PathBuf>,
-    options: RunOptions,
 }
 
-fn usage() -> String {
-    "usage: db-setup-cli <migrate|status|plan> [--database-url URL] [--dir DIR] [--mode batch|each] \
-     [--to MIGRATION] [--lock-wait DUR] [--lock-timeout DUR] [--statement-timeout DUR] [--ca-file PEM]"
-        .into()
+/// How a migrate runs (and so what `status` and `plan` plan).
+#[derive(Debug, Args)]
+struct Run {
+    /// `batch`: the transactional files of a run in one transaction; `each`: one per file.
+    #[arg(long, env = "DB_SETUP_TRANSACTION_MODE", value_parser = TransactionMode::from_str)]
+    mode: Option<TransactionMode>,
+    /// The last migration to apply.
+    #[arg(long, value_name = "MIGRATION")]
+    to: Option<String>,
+    /// How long to wait for the migration lock (e.g. 60s).
+    #[arg(long, env = "DB_SETUP_LOCK_WAIT", value_parser = parse_duration, value_name = "DURATION")]
+    lock_wait: Option<Duration>,
+    /// PostgreSQL's lock_timeout for each migration statement.
+    #[arg(long, env = "DB_SETUP_LOCK_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    lock_timeout: Option<Duration>,
+    /// PostgreSQL's statement_timeout for each migration statement.
+    #[arg(long, env = "DB_SETUP_STATEMENT_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    statement_timeout: Option<Duration>,
 }
 
-fn parse_args(mut raw: impl Iterator<Item = String>) -> Result<Args, String> {
-    let command = raw.next().ok_or_else(usage)?;
-    if !matches!(command.as_str(), "migrate" | "status" | "plan") {
-        return Err(format!("unknown command `{command}`\n{}", usage()));
-    }
-    let mut args = Args {
-        command,
-        url: std::env::var("DATABASE_URL").ok(),
-        dir: None,
-        ca_file: None,
-        options: RunOptions::default(),
-    };
-    while let Some(flag) = raw.next() {
-        let mut value = || raw.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--database-url" => args.url = Some(value()?),
-            "--dir" => args.dir = Some(PathBuf::from(value()?)),
-            "--ca-file" => args.ca_file = Some(PathBuf::from(value()?)),
-            "--mode" => args.options.mode = value()?.parse()?,
-            "--to" => args.options.up_to = Some(value()?),
-            "--lock-wait" => args.options.lock_wait = parse_duration(&value()?)?,
-            "--lock-timeout" => args.options.lock_timeout = parse_duration(&value()?)?,
-            "--statement-timeout" => args.options.statement_timeout = parse_duration(&value()?)?,
-            other => return Err(format!("unknown option `{other}`\n{}", usage())),
+impl Run {
+    fn options(&self) -> RunOptions {
+        let d = RunOptions::default();
+        RunOptions {
+            mode: self.mode.unwrap_or(d.mode),
+            up_to: self.to.clone(),
+            lock_wait: self.lock_wait.unwrap_or(d.lock_wait),
+            lock_timeout: self.lock_timeout.unwrap_or(d.lock_timeout),
+            statement_timeout: self.statement_timeout.unwrap_or(d.statement_timeout),
+            ..d
         }
     }
-    Ok(args)
+}
+
+/// The output format of `plan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Json,
+    Markdown,
+}
+
+/// Why the command failed.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    /// The URL does not parse.
+    #[error("DATABASE_URL cannot be read: {0}")]
+    Url(String),
+    /// A Unix socket host.
+    #[error("DATABASE_URL: a Unix socket host is not supported, use a TCP host")]
+    UnixSocket,
+    /// The CA file.
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    /// The migrations directory.
+    #[error(transparent)]
+    Migrations(#[from] SourceErrors),
+    /// Connecting.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The engine. The operator of a shell has the database: PostgreSQL's
+    /// DETAIL (left out of the message, it can hold row values) is shown.
+    #[error("{error}{}", detail.as_deref().map(|d| format!("\nDETAIL: {d}")).unwrap_or_default())]
+    Migrate {
+        /// The error (boxed: it is large).
+        error: Box<MigrateError>,
+        /// PostgreSQL's DETAIL.
+        detail: Option<String>,
+    },
+    /// Writing the report.
+    #[error("cannot write the report: {0}")]
+    Output(String),
+}
+
+impl From<MigrateError> for CliError {
+    fn from(error: MigrateError) -> Self {
+        let detail = error.server_error().and_then(|s| s.detail.clone());
+        CliError::Migrate {
+            error: Box::new(error),
+            detail,
+        }
+    }
 }
 
 /// Reads a `postgresql://` URL (or key=value string) into a target and a TLS mode.
-fn target_from_url(url: &str) -> Result<(Target, TlsMode), String> {
-    let config = tokio_postgres::Config::from_str(url)
-        .map_err(|e| format!("DATABASE_URL cannot be read: {e}"))?;
+fn target_from_url(url: &str) -> Result<(Target, TlsMode), CliError> {
+    let config = tokio_postgres::Config::from_str(url).map_err(|e| CliError::Url(e.to_string()))?;
     let host = match config.get_hosts().first() {
         Some(Host::Tcp(h)) => h.clone(),
-        Some(_) => {
-            return Err("DATABASE_URL: a Unix socket host is not supported, use a TCP host".into());
-        }
+        Some(_) => return Err(CliError::UnixSocket),
         None => "localhost".into(),
     };
     let password = config
@@ -105,43 +212,75 @@ fn target_from_url(url: &str) -> Result<(Target, TlsMode), String> {
     ))
 }
 
-async fn run(args: Args) -> Result<serde_json::Value, String> {
-    let url = args
-        .url
-        .ok_or("no database: pass --database-url or set DATABASE_URL")?;
-    let (target, mode) = target_from_url(&url)?;
-    let ca = match &args.ca_file {
-        Some(path) => Some((
-            path.display().to_string(),
-            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
-        )),
-        None => None,
+/// What a command prints.
+enum Output {
+    Json(serde_json::Value),
+    Text(String),
+}
+
+/// Runs one command: its output and exit code.
+async fn run(command: Command) -> Result<(Output, u8), CliError> {
+    let (source, run) = match &command {
+        Command::Migrate { source, run }
+        | Command::Status { source, run, .. }
+        | Command::Plan { source, run, .. } => (source, run),
     };
-    let tls = Tls::new(mode, ca.as_ref().map(|(n, p)| (n.as_str(), p.as_str())))
-        .map_err(|e| e.to_string())?;
-    let set = match &args.dir {
+    let (target, mode) = target_from_url(&source.database_url)?;
+    let tls = Tls::from_config(mode, source.ca_file.as_deref())?;
+    let set = match &source.dir {
         Some(dir) => MigrationSet::from_dir(dir),
         None => MigrationSet::embedded(),
+    }?;
+    let connection = db::connect(&target, &tls, &ConnectOptions::default()).await?;
+    let migrator = Migrator::new(connection.client(), run.options());
+    let json = |v: Result<serde_json::Value, serde_json::Error>| {
+        v.map(Output::Json)
+            .map_err(|e| CliError::Output(e.to_string()))
+    };
+    Ok(match command {
+        Command::Migrate { .. } => (
+            json(serde_json::to_value(migrator.migrate(&set).await?))?,
+            0,
+        ),
+        Command::Status { exit_code, .. } => {
+            let status = migrator.status(&set).await?;
+            let code = if exit_code { status_code(&status) } else { 0 };
+            (json(serde_json::to_value(status))?, code)
+        }
+        Command::Plan { format, .. } => {
+            let plan = PlanReport::from(migrator.status(&set).await?);
+            match format {
+                Format::Json => (json(serde_json::to_value(plan))?, 0),
+                Format::Markdown => (Output::Text(plan.to_markdown()), 0),
+            }
+        }
+    })
+}
+
+/// The exit code of `status --exit-code`.
+fn status_code(status: &StatusReport) -> u8 {
+    if !status.problems.is_empty() || status.plan.is_none() {
+        EXIT_PROBLEMS
+    } else if !status.pending.is_empty() {
+        EXIT_PENDING
+    } else {
+        0
     }
-    .map_err(|e| e.to_string())?;
-    let connection = db::connect(&target, &tls, &ConnectOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let migrator = Migrator::new(connection.client(), args.options);
-    // The operator of a shell has the database: PostgreSQL's DETAIL (left out
-    // of the message, it can hold row values) is shown here.
-    let failed = |e: MigrateError| match e.server_error().and_then(|s| s.detail.as_deref()) {
-        Some(detail) => format!("{e}\nDETAIL: {detail}"),
-        None => e.to_string(),
-    };
-    let report = match args.command.as_str() {
-        "migrate" => serde_json::to_value(migrator.migrate(&set).await.map_err(failed)?),
-        _ => serde_json::to_value(migrator.status(&set).await.map_err(failed)?),
-    };
-    report.map_err(|e| e.to_string())
+}
+
+fn write(output: &Output) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match output {
+        Output::Json(v) => {
+            serde_json::to_writer_pretty(&mut out, v)?;
+            writeln!(out)
+        }
+        Output::Text(t) => out.write_all(t.as_bytes()),
+    }
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -150,26 +289,20 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let result = parse_args(std::env::args().skip(1)).and_then(|args| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?
-            .block_on(run(args))
-    });
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Output(format!("cannot start the runtime: {e}")))
+        .and_then(|rt| rt.block_on(run(cli.command)))
+        .and_then(|(output, code)| {
+            write(&output)
+                .map(|()| code)
+                .map_err(|e| CliError::Output(e.to_string()))
+        });
     match result {
-        Ok(report) => {
-            let mut out = std::io::stdout().lock();
-            let written = serde_json::to_writer_pretty(&mut out, &report)
-                .map_err(|e| e.to_string())
-                .and_then(|()| writeln!(out).map_err(|e| e.to_string()));
-            match written {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(_) => ExitCode::FAILURE,
-            }
-        }
-        Err(message) => {
-            let _ = writeln!(std::io::stderr(), "db-setup-cli: {message}");
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "db-setup-cli: {e}");
             ExitCode::FAILURE
         }
     }
@@ -178,6 +311,12 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
 
     #[test]
     fn urls_give_target_and_tls_mode() {
@@ -193,27 +332,76 @@ mod tests {
         assert_eq!(tls, TlsMode::VerifyFull);
     }
 
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(
+            ["db-setup-cli"]
+                .iter()
+                .chain(args)
+                .chain(&["--database-url", "postgresql://x@h/d"]),
+        )
+    }
+
     #[test]
     fn arguments_are_checked() {
-        let args = |v: &[&str]| parse_args(v.iter().map(|s| s.to_string()));
-        assert!(args(&["migrate", "--mode", "each", "--to", "002_x"]).is_ok());
-        assert!(
-            args(&["drop"])
-                .err()
-                .unwrap()
-                .starts_with("unknown command")
+        let cli = parse(&[
+            "migrate",
+            "--mode",
+            "each",
+            "--to",
+            "002_x",
+            "--lock-wait",
+            "5s",
+        ])
+        .unwrap();
+        let Command::Migrate { run, .. } = cli.command else {
+            panic!("not migrate")
+        };
+        let options = run.options();
+        assert_eq!(options.mode, TransactionMode::Each);
+        assert_eq!(options.up_to.as_deref(), Some("002_x"));
+        assert_eq!(options.lock_wait, Duration::from_secs(5));
+        assert_eq!(
+            options.statement_timeout,
+            RunOptions::default().statement_timeout
         );
-        assert!(
-            args(&["migrate", "--mode", "all"])
-                .err()
-                .unwrap()
-                .contains("batch or each")
-        );
-        assert!(
-            args(&["migrate", "--dir"])
-                .err()
-                .unwrap()
-                .contains("needs a value")
-        );
+        let e = parse(&["drop"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidSubcommand);
+        let e = parse(&["migrate", "--mode", "all"]).unwrap_err();
+        assert!(e.to_string().contains("batch or each"), "{e}");
+        let e = parse(&["plan", "--format", "html"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue);
+        let e = parse(&["status", "--lock-wait", "soon"]).unwrap_err();
+        assert!(e.to_string().contains("soon"), "{e}");
+    }
+
+    #[test]
+    fn status_exit_codes_say_pending_and_problems() {
+        use db_setup::migrate::Problem;
+        use db_setup::migrate::history::TableState;
+        use db_setup::migrate::report::PendingMigration;
+        let mut status = StatusReport {
+            embedded: 1,
+            history_table: TableState::Tracked,
+            applied: Vec::new(),
+            pending: Vec::new(),
+            problems: Vec::new(),
+            checksums_not_recorded: Vec::new(),
+            plan: Some(Vec::new()),
+            held_back: Vec::new(),
+            lock_holder: None,
+            invalid_indexes: Vec::new(),
+        };
+        assert_eq!(status_code(&status), 0);
+        status.pending.push(PendingMigration {
+            name: "002_b".into(),
+            checksum: "c".into(),
+            no_transaction: false,
+        });
+        assert_eq!(status_code(&status), EXIT_PENDING);
+        status.problems.push(Problem::MissingFile {
+            name: "000_gone".into(),
+        });
+        status.plan = None;
+        assert_eq!(status_code(&status), EXIT_PROBLEMS);
     }
 }

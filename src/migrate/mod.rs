@@ -6,6 +6,7 @@
 //! ```
 
 pub mod error;
+pub mod files;
 pub mod hash;
 pub mod history;
 pub mod lock;
@@ -25,7 +26,7 @@ pub use error::{MigrateError, MigrationFailure, RanAs, TransactionFate};
 pub use options::{RunOptions, TransactionMode};
 pub use parse::{Migration, SourceError, SourceErrors};
 pub use plan::{AppliedMigration, Plan, PlanError, Problem};
-pub use report::{RunReport, StatusReport};
+pub use report::{PlanReport, RunReport, StatusReport};
 pub use runner::Migrator;
 
 /// The project's migrations, embedded at compile time (`build.rs` makes
@@ -78,28 +79,12 @@ impl MigrationSet {
 
     /// The migrations in a directory, read now (tools and tests).
     pub fn from_dir(dir: &Path) -> Result<Self, SourceErrors> {
-        let unreadable = |e: std::io::Error| {
+        let files = files::read_dir(dir).map_err(|e| {
             SourceErrors(vec![SourceError::Unreadable {
-                file: dir.display().to_string(),
-                message: e.to_string(),
+                file: e.what,
+                message: e.error.to_string(),
             }])
-        };
-        let mut files = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(unreadable)? {
-            let entry = entry.map_err(unreadable)?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let bytes = if entry.path().is_dir() {
-                Vec::new()
-            } else {
-                std::fs::read(entry.path()).map_err(|e| {
-                    SourceErrors(vec![SourceError::Unreadable {
-                        file: name.clone(),
-                        message: e.to_string(),
-                    }])
-                })?
-            };
-            files.push((name, bytes));
-        }
+        })?;
         Self::from_files(files)
     }
 

@@ -1,6 +1,7 @@
-//! What the engine reports: a run (`migrate`) and the state of a database
-//! against the migrations (`status`, `plan`). Serialized the same way by
-//! the Lambda's actions and the CLI.
+//! What the engine reports: a run (`migrate`), the state of a database
+//! against the migrations (`status`) and what a migrate would do (`plan`,
+//! also as Markdown). Serialized the same way by the Lambda's actions and
+//! the CLI.
 
 use serde::Serialize;
 
@@ -95,4 +96,223 @@ pub struct StatusReport {
     pub lock_holder: Option<LockHolder>,
     /// Invalid indexes (left by a failed concurrent build).
     pub invalid_indexes: Vec<String>,
+}
+
+/// What a migrate would do, and what it would refuse: the answer to `plan`,
+/// the Lambda's action and `db-setup-cli plan` alike. Built from the
+/// [`StatusReport`] read with the run's options.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanReport {
+    /// The steps a migrate would run, in order (an empty list: nothing to
+    /// do); `null` when it would refuse to run (see `problems`).
+    pub would_run: Option<Vec<PlannedStep>>,
+    /// Pending migrations held back by the target (`to`).
+    pub held_back: Vec<String>,
+    /// Why a migrate would refuse to run.
+    pub problems: Vec<Problem>,
+    /// Applied rows without a checksum (written by node-pg-migrate) that the
+    /// next migrate records.
+    pub checksums_to_record: Vec<String>,
+    /// Who holds the migration lock now (a migrate would wait for it).
+    pub lock_holder: Option<LockHolder>,
+}
+
+impl From<StatusReport> for PlanReport {
+    fn from(status: StatusReport) -> Self {
+        PlanReport {
+            would_run: status.plan,
+            held_back: status.held_back,
+            problems: status.problems,
+            checksums_to_record: status.checksums_not_recorded,
+            lock_holder: status.lock_holder,
+        }
+    }
+}
+
+impl PlanReport {
+    /// True when a migrate would refuse to run.
+    pub fn refused(&self) -> bool {
+        self.would_run.is_none() || !self.problems.is_empty()
+    }
+
+    /// The plan as Markdown, for a pull-request comment: what runs, in
+    /// which transactions, what is held back, what is refused and why.
+    pub fn to_markdown(&self) -> String {
+        let mut md = String::from("### db-setup plan\n\n");
+        let names = |ms: &[String]| {
+            ms.iter()
+                .map(|m| format!("`{m}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match &self.would_run {
+            None => md.push_str("**A migrate would refuse to run**: nothing would be applied.\n"),
+            Some(steps) if steps.is_empty() => {
+                md.push_str("Nothing to run: every migration is applied.\n")
+            }
+            Some(steps) => {
+                let count: usize = steps.iter().map(|s| s.migrations.len()).sum();
+                md.push_str(&format!(
+                    "**{count} migration{} would run**, in {} step{}:\n\n",
+                    plural(count),
+                    steps.len(),
+                    plural(steps.len())
+                ));
+                md.push_str("| step | runs as | migrations |\n|---:|---|---|\n");
+                for (i, step) in steps.iter().enumerate() {
+                    let runs_as = match step.kind {
+                        StepKind::Transaction if step.migrations.len() > 1 => {
+                            "one transaction for all"
+                        }
+                        StepKind::Transaction => "one transaction",
+                        StepKind::NoTransaction => "no transaction: each statement commits",
+                    };
+                    md.push_str(&format!(
+                        "| {} | {runs_as} | {} |\n",
+                        i + 1,
+                        names(&step.migrations)
+                    ));
+                }
+            }
+        }
+        if !self.held_back.is_empty() {
+            md.push_str(&format!(
+                "\nHeld back by the target: {}.\n",
+                names(&self.held_back)
+            ));
+        }
+        if !self.problems.is_empty() {
+            md.push_str(&format!(
+                "\n**Refused** ({} problem{}):\n\n",
+                self.problems.len(),
+                plural(self.problems.len())
+            ));
+            for p in &self.problems {
+                md.push_str(&format!("- {p}\n"));
+            }
+        }
+        if !self.checksums_to_record.is_empty() {
+            md.push_str(&format!(
+                "\nChecksums to record (rows written by node-pg-migrate): {}.\n",
+                names(&self.checksums_to_record)
+            ));
+        }
+        if let Some(holder) = &self.lock_holder {
+            md.push_str(&format!(
+                "\nThe migration lock is held now ({holder}): a migrate would wait for it.\n"
+            ));
+        }
+        md
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::migrate::history::TableState;
+
+    fn status() -> StatusReport {
+        StatusReport {
+            embedded: 4,
+            history_table: TableState::Tracked,
+            applied: Vec::new(),
+            pending: Vec::new(),
+            problems: Vec::new(),
+            checksums_not_recorded: vec!["001_a".into()],
+            plan: Some(vec![
+                PlannedStep {
+                    kind: StepKind::Transaction,
+                    migrations: vec!["002_b".into(), "003_c".into()],
+                },
+                PlannedStep {
+                    kind: StepKind::NoTransaction,
+                    migrations: vec!["004_d".into()],
+                },
+            ]),
+            held_back: vec!["005_e".into()],
+            lock_holder: None,
+            invalid_indexes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_plan_report_has_its_keys_and_shapes() {
+        let plan = PlanReport::from(status());
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "would_run": [
+                    {"kind": "transaction", "migrations": ["002_b", "003_c"]},
+                    {"kind": "no-transaction", "migrations": ["004_d"]}
+                ],
+                "held_back": ["005_e"],
+                "problems": [],
+                "checksums_to_record": ["001_a"],
+                "lock_holder": null
+            })
+        );
+        assert!(!plan.refused());
+    }
+
+    #[test]
+    fn a_refused_plan_has_no_steps_and_its_problems() {
+        let mut s = status();
+        s.plan = None;
+        s.held_back.clear();
+        s.problems = vec![Problem::MissingFile {
+            name: "009_gone".into(),
+        }];
+        let plan = PlanReport::from(s);
+        assert!(plan.refused());
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(json["would_run"], serde_json::Value::Null);
+        assert_eq!(json["problems"][0]["kind"], "missing_file");
+        let md = plan.to_markdown();
+        assert!(md.contains("**A migrate would refuse to run**"), "{md}");
+        assert!(md.contains("**Refused** (1 problem):"), "{md}");
+        assert!(
+            md.contains("- migration 009_gone is recorded in pgmigrations but has no file"),
+            "{md}"
+        );
+        assert!(!md.contains("| step |"), "{md}");
+    }
+
+    #[test]
+    fn the_markdown_shows_each_transaction() {
+        let md = PlanReport::from(status()).to_markdown();
+        assert!(md.starts_with("### db-setup plan\n"), "{md}");
+        assert!(
+            md.contains("**3 migrations would run**, in 2 steps:"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 1 | one transaction for all | `002_b`, `003_c` |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 2 | no transaction: each statement commits | `004_d` |"),
+            "{md}"
+        );
+        assert!(md.contains("Held back by the target: `005_e`."), "{md}");
+        assert!(md.contains("Checksums to record"), "{md}");
+        assert!(!md.contains("Refused"), "{md}");
+    }
+
+    #[test]
+    fn an_up_to_date_database_has_nothing_to_run() {
+        let mut s = status();
+        s.plan = Some(Vec::new());
+        s.held_back.clear();
+        s.checksums_not_recorded.clear();
+        let md = PlanReport::from(s).to_markdown();
+        assert_eq!(
+            md,
+            "### db-setup plan\n\nNothing to run: every migration is applied.\n"
+        );
+    }
 }

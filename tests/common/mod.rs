@@ -203,3 +203,23 @@ pub fn text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     )
 }
+
+/// The keys of a `plan` report, from the function or the CLI (one
+/// `PlanReport`), in order.
+pub const PLAN_KEYS: [&str; 5] = [
+    "checksums_to_record",
+    "held_back",
+    "lock_holder",
+    "problems",
+    "would_run",
+];
+
+/// A JSON object's keys, sorted.
+pub fn sorted_keys(v: &serde_json::Value) -> Vec<String> {
+    let mut keys: Vec<String> = v
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    keys.sort();
+    keys
+}

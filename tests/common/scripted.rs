@@ -9,8 +9,8 @@ use db_setup::config::ResponseMode;
 use db_setup::error::SetupError;
 use db_setup::event::{Action, CfnRequest};
 use db_setup::handler::{Handler, Progress, Work};
-use db_setup::respond::Responder;
-use serde_json::{Map, Value, json};
+use db_setup::respond::{Data, Responder};
+use serde_json::Value;
 
 #[derive(Clone, Copy)]
 pub enum Behaviour {
@@ -25,14 +25,17 @@ pub struct Scripted {
 }
 
 impl Scripted {
-    async fn run(&self, progress: Progress) -> Result<Map<String, Value>, SetupError> {
+    async fn run(&self, progress: Progress) -> Result<Data, SetupError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         progress.step("waiting for the migration lock");
         match self.behaviour {
-            Behaviour::Succeed => Ok(Map::from_iter([("Applied".to_string(), json!("1"))])),
+            Behaviour::Succeed => Ok(Data {
+                applied: Some(1),
+                ..Data::default()
+            }),
             Behaviour::Hang => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
-                Ok(Map::new())
+                Ok(Data::default())
             }
             Behaviour::Panic => panic!("a bug in the work"),
         }
@@ -40,16 +43,14 @@ impl Scripted {
 }
 
 impl Work for Scripted {
-    async fn deploy(
-        &self,
-        _request: CfnRequest,
-        progress: Progress,
-    ) -> Result<Map<String, Value>, SetupError> {
+    async fn deploy(&self, _request: CfnRequest, progress: Progress) -> Result<Data, SetupError> {
         self.run(progress).await
     }
 
     async fn action(&self, _action: Action, progress: Progress) -> Result<Value, SetupError> {
-        self.run(progress).await.map(Value::Object)
+        self.run(progress)
+            .await
+            .map(|data| serde_json::to_value(data).unwrap_or(Value::Null))
     }
 }
 
