@@ -68,7 +68,7 @@ pub enum SetupError {
     #[error(
         "timed out after {}s while {step}; the work was stopped and the database rolls back what was not committed. \
          If the database is slow to answer, check its load and connectivity; if a migration is long, raise the function's timeout",
-        .budget.as_secs()
+        .budget.as_secs_f64().round()
     )]
     Timeout {
         /// The budget that ran out.
