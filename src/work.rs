@@ -246,7 +246,27 @@ impl<S: SecretStore + 'static> LiveWork<S> {
                     "problems": status.problems,
                     "checksums_to_record": status.checksums_not_recorded,
                     "lock_holder": status.lock_holder,
+                    "repair": status.repair,
+                    "advice": status.advice,
                 })
+            }
+            Action::Baseline { to, force, confirm } => {
+                progress.step(format!("baselining up to {to}"));
+                let report = Migrator::new(client, self.run_options(None, None))
+                    .baseline(&self.migrations, &self.spec, &to, force, confirm)
+                    .await?;
+                to_json(serde_json::to_value(report))
+            }
+            Action::Repair {
+                accept_checksums,
+                forget,
+                confirm,
+            } => {
+                progress.step("repairing the history");
+                let report = Migrator::new(client, self.run_options(None, None))
+                    .repair(&self.migrations, &accept_checksums, &forget, confirm)
+                    .await?;
+                to_json(serde_json::to_value(report))
             }
             Action::Migrate { to, mode } => {
                 progress.step("migrating");

@@ -5,7 +5,11 @@
 //! db-setup-cli <migrate|status|plan> [--database-url URL] [--dir DIR]
 //!              [--mode batch|each] [--to MIGRATION] [--lock-wait 60s]
 //!              [--lock-timeout 5s] [--statement-timeout 5min] [--ca-file PEM]
+//! db-setup-cli baseline --to MIGRATION [--force] [--confirm] [...]
+//! db-setup-cli repair [--accept-checksum NAME]... [--forget NAME]... [--confirm] [...]
 //! ```
+//! `baseline` and `repair` change the history only with `--confirm`;
+//! without it they print what they would change.
 //! The URL defaults to `$DATABASE_URL`; `sslmode=disable` in it means
 //! plaintext, anything else verified TLS. Without `--dir` the migrations
 //! embedded in the binary are used. The report goes to stdout as JSON,
@@ -21,6 +25,7 @@ use db_setup::defaults;
 use db_setup::duration::parse_duration;
 use db_setup::migrate::{MigrateError, MigrationSet, Migrator, RunOptions};
 use db_setup::redacted::SecretString;
+use db_setup::verify::Spec;
 use tokio_postgres::config::{Host, SslMode};
 
 struct Args {
@@ -29,17 +34,31 @@ struct Args {
     dir: Option<PathBuf>,
     ca_file: Option<PathBuf>,
     options: RunOptions,
+    history: HistoryChange,
+}
+
+/// The options of `baseline` and `repair`.
+#[derive(Default)]
+struct HistoryChange {
+    force: bool,
+    confirm: bool,
+    accept_checksums: Vec<String>,
+    forget: Vec<String>,
 }
 
 fn usage() -> String {
-    "usage: db-setup-cli <migrate|status|plan> [--database-url URL] [--dir DIR] [--mode batch|each] \
-     [--to MIGRATION] [--lock-wait DUR] [--lock-timeout DUR] [--statement-timeout DUR] [--ca-file PEM]"
+    "usage: db-setup-cli <migrate|status|plan|baseline|repair> [--database-url URL] [--dir DIR] [--mode batch|each] \
+     [--to MIGRATION] [--lock-wait DUR] [--lock-timeout DUR] [--statement-timeout DUR] [--ca-file PEM] \
+     [--force] [--confirm] [--accept-checksum NAME]... [--forget NAME]..."
         .into()
 }
 
 fn parse_args(mut raw: impl Iterator<Item = String>) -> Result<Args, String> {
     let command = raw.next().ok_or_else(usage)?;
-    if !matches!(command.as_str(), "migrate" | "status" | "plan") {
+    if !matches!(
+        command.as_str(),
+        "migrate" | "status" | "plan" | "baseline" | "repair"
+    ) {
         return Err(format!("unknown command `{command}`\n{}", usage()));
     }
     let mut args = Args {
@@ -48,6 +67,7 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> Result<Args, String> {
         dir: None,
         ca_file: None,
         options: RunOptions::default(),
+        history: HistoryChange::default(),
     };
     while let Some(flag) = raw.next() {
         let mut value = || raw.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -60,6 +80,10 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> Result<Args, String> {
             "--lock-wait" => args.options.lock_wait = parse_duration(&value()?)?,
             "--lock-timeout" => args.options.lock_timeout = parse_duration(&value()?)?,
             "--statement-timeout" => args.options.statement_timeout = parse_duration(&value()?)?,
+            "--force" => args.history.force = true,
+            "--confirm" => args.history.confirm = true,
+            "--accept-checksum" => args.history.accept_checksums.push(value()?),
+            "--forget" => args.history.forget.push(value()?),
             other => return Err(format!("unknown option `{other}`\n{}", usage())),
         }
     }
@@ -127,6 +151,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     let connection = db::connect(&target, &tls, &ConnectOptions::default())
         .await
         .map_err(|e| e.to_string())?;
+    let up_to = args.options.up_to.clone();
     let migrator = Migrator::new(connection.client(), args.options);
     // The operator of a shell has the database: PostgreSQL's DETAIL (left out
     // of the message, it can hold row values) is shown here.
@@ -136,9 +161,48 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     };
     let report = match args.command.as_str() {
         "migrate" => serde_json::to_value(migrator.migrate(&set).await.map_err(failed)?),
+        "baseline" => baseline(&migrator, &set, up_to, &args.history)
+            .await
+            .map_err(failed)?,
+        "repair" => repair(&migrator, &set, &args.history).await.map_err(failed)?,
         _ => serde_json::to_value(migrator.status(&set).await.map_err(failed)?),
     };
     report.map_err(|e| e.to_string())
+}
+
+/// `baseline --to NAME`: records the migrations up to NAME as applied.
+async fn baseline(
+    migrator: &Migrator<'_>,
+    set: &MigrationSet,
+    to: Option<String>,
+    h: &HistoryChange,
+) -> Result<serde_json::Result<serde_json::Value>, MigrateError> {
+    let spec = Spec::embedded().map_err(|e| MigrateError::Refused {
+        action: "baseline",
+        problems: vec![e.to_string()],
+    })?;
+    let Some(to) = to else {
+        return Err(MigrateError::Refused {
+            action: "baseline",
+            problems: vec!["pass --to: the last migration the schema already has".into()],
+        });
+    };
+    let report = migrator
+        .baseline(set, &spec, &to, h.force, h.confirm)
+        .await?;
+    Ok(serde_json::to_value(report))
+}
+
+/// `repair --accept-checksum NAME --forget NAME`: fixes the named history rows.
+async fn repair(
+    migrator: &Migrator<'_>,
+    set: &MigrationSet,
+    h: &HistoryChange,
+) -> Result<serde_json::Result<serde_json::Value>, MigrateError> {
+    let report = migrator
+        .repair(set, &h.accept_checksums, &h.forget, h.confirm)
+        .await?;
+    Ok(serde_json::to_value(report))
 }
 
 fn main() -> ExitCode {

@@ -4,8 +4,10 @@
 
 use serde::Serialize;
 
+use super::foreign::ForeignHistory;
 use super::history::TableState;
 use super::lock::LockHolder;
+use super::maintain::RepairHint;
 use super::options::TransactionMode;
 use super::plan::{AppliedMigration, Problem};
 
@@ -95,4 +97,12 @@ pub struct StatusReport {
     pub lock_holder: Option<LockHolder>,
     /// Invalid indexes (left by a failed concurrent build).
     pub invalid_indexes: Vec<String>,
+    /// Other migration tools' history tables found (Prisma, Drizzle, Knex,
+    /// node-pg-migrate in another schema, a custom runner).
+    pub other_histories: Vec<ForeignHistory>,
+    /// What to do about what was found, in sentences (adopting another
+    /// tool's database, a repair).
+    pub advice: Vec<String>,
+    /// The `repair` that would clear the problems it can clear.
+    pub repair: Option<RepairHint>,
 }
