@@ -68,21 +68,21 @@ impl Tool {
                 "finished_at IS NOT NULL AND rolled_back_at IS NULL",
                 "migration_name",
                 "finished_at",
-                "finished_at, started_at",
+                "finished_at DESC, started_at DESC",
             ),
             Tool::Drizzle => (
                 "true",
                 "hash",
                 "to_timestamp(created_at / 1000.0)",
-                "created_at, id",
+                "created_at DESC, id DESC",
             ),
-            Tool::Knex => ("true", "name", "migration_time", "id"),
-            Tool::NodePgMigrate => ("true", "name", "run_on", "run_on, id"),
+            Tool::Knex => ("true", "name", "migration_time", "id DESC"),
+            Tool::NodePgMigrate => ("true", "name", "run_on", "run_on DESC, id DESC"),
             Tool::CustomRunner => (
                 "success AND rolled_back_at IS NULL",
                 "concat_ws('_', version, name)",
                 "applied_at",
-                "applied_at, version",
+                "applied_at DESC, version DESC",
             ),
         };
         format!(
@@ -90,7 +90,7 @@ impl Tool {
              l.last, date_trunc('second', l.at)::text \
              FROM (SELECT NULL) AS one LEFT JOIN LATERAL \
              (SELECT {last}::text AS last, {when} AS at FROM {qualified} WHERE {count_filter} \
-              ORDER BY {order} DESC LIMIT 1) AS l ON true"
+              ORDER BY {order} LIMIT 1) AS l ON true"
         )
     }
 }
@@ -205,6 +205,12 @@ mod tests {
             Some(Tool::CustomRunner)
         );
         assert_eq!(Tool::of_table("public", "migrations", false), None);
+    }
+
+    #[test]
+    fn the_last_migration_is_the_latest_by_every_ordering_column() {
+        let sql = Tool::Prisma.summary_sql("public._prisma_migrations");
+        assert!(sql.contains("ORDER BY finished_at DESC, started_at DESC LIMIT 1"), "{sql}");
     }
 
     #[test]
