@@ -431,9 +431,8 @@ fn parse_action(map: &Map<String, Value>, unreadable: &Unreadable) -> Result<Act
         "baseline" => match to {
             Some(to) => Some(Action::Baseline { to, force, confirm }),
             None => {
-                problems.push(
-                    "baseline needs `to`: the last migration the schema already has".into(),
-                );
+                problems
+                    .push("baseline needs `to`: the last migration the schema already has".into());
                 None
             }
         },
@@ -773,11 +772,24 @@ mod tests {
             Request::Action(Action::Users { ensure: true })
         );
         let err = parse(&json!({"action": "drop"})).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("unknown action `drop`: use status, plan, migrate, verify, users, baseline or repair")
-        );
+        assert!(err.to_string().contains(
+            "unknown action `drop`: use status, plan, migrate, verify, users, baseline or repair"
+        ));
         assert!(parse(&json!({"action": "plan", "mode": "x"})).is_err());
+    }
+
+    #[test]
+    fn every_sample_event_parses() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("events");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let request = parse_raw(&text);
+            assert!(request.is_ok(), "{}: {request:?}", path.display());
+            seen += 1;
+        }
+        assert!(seen >= 13, "{seen} sample events");
     }
 
     #[test]
@@ -814,7 +826,10 @@ mod tests {
             })
         );
         let err = parse(&json!({"action": "repair", "forget": [1], "confirm": "yes"})).unwrap_err();
-        assert!(err.to_string().contains("forget must list migration names"), "{err}");
+        assert!(
+            err.to_string().contains("forget must list migration names"),
+            "{err}"
+        );
         assert!(err.to_string().contains("confirm must be"), "{err}");
     }
 

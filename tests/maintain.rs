@@ -108,8 +108,10 @@ async fn status_recognizes_each_tools_history_and_says_how_to_adopt() {
 #[tokio::test]
 async fn tables_that_only_share_a_name_are_not_taken_for_a_history() {
     let db = TestDb::new("foreign_no").await;
-    db.query("CREATE TABLE migrations (id int, note text); CREATE TABLE public.pgmigrations_x (id int)")
-        .await;
+    db.query(
+        "CREATE TABLE migrations (id int, note text); CREATE TABLE public.pgmigrations_x (id int)",
+    )
+    .await;
     let conn = db.connect().await;
     let status = Migrator::new(conn.client(), RunOptions::default())
         .status(&small_set().set())
@@ -165,7 +167,10 @@ async fn baseline_adopts_a_hand_built_database_and_a_deploy_then_runs_only_the_r
     assert!(dry.missing_objects.is_empty(), "{dry:?}");
     assert!(!db.table_exists("pgmigrations").await);
 
-    let done = migrator.baseline(&set, &spec, to, false, true).await.unwrap();
+    let done = migrator
+        .baseline(&set, &spec, to, false, true)
+        .await
+        .unwrap();
     assert!(done.confirmed && done.changed && !done.forced, "{done:?}");
     let expected: Vec<(String, String)> = set.migrations()[..7]
         .iter()
@@ -183,15 +188,23 @@ async fn baseline_adopts_a_hand_built_database_and_a_deploy_then_runs_only_the_r
     );
 
     // A second baseline refuses: the history exists now.
-    let again = migrator.baseline(&set, &spec, to, false, true).await.unwrap_err();
+    let again = migrator
+        .baseline(&set, &spec, to, false, true)
+        .await
+        .unwrap_err();
     assert!(
-        again.to_string().contains("is already recorded in pgmigrations"),
+        again
+            .to_string()
+            .contains("is already recorded in pgmigrations"),
         "{again}"
     );
 
     let report = migrator.migrate(&set).await.unwrap();
     let applied: Vec<&str> = report.applied.iter().map(|s| s.name.as_str()).collect();
-    let rest: Vec<&str> = set.migrations()[7..].iter().map(|m| m.name.as_str()).collect();
+    let rest: Vec<&str> = set.migrations()[7..]
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
     assert_eq!(applied, rest);
     assert_eq!(report.already_applied, 7);
 
@@ -216,7 +229,13 @@ async fn baseline_refuses_when_objects_are_missing_and_force_says_so() {
         .await
         .unwrap_err();
     let message = err.to_string();
-    assert!(matches!(err, MigrateError::Refused { action: "baseline", .. }));
+    assert!(matches!(
+        err,
+        MigrateError::Refused {
+            action: "baseline",
+            ..
+        }
+    ));
     assert!(message.contains("table tenants"), "{message}");
     assert!(!message.contains("extension vector"), "{message}");
     assert!(!db.table_exists("pgmigrations").await);
@@ -276,7 +295,10 @@ async fn repair_accepts_named_checksums_and_forgets_named_rows_only() {
     let before = checksums(&db).await;
 
     let status = report(&cli(&db, &fx, &["plan"]));
-    assert_eq!(status["repair"]["accept_checksums"], serde_json::json!(["001_a", "002_b"]));
+    assert_eq!(
+        status["repair"]["accept_checksums"],
+        serde_json::json!(["001_a", "002_b"])
+    );
     assert!(status["plan"].is_null(), "a migrate would refuse: {status}");
 
     // Without --confirm: the changes shown, none made.
@@ -293,16 +315,34 @@ async fn repair_accepts_named_checksums_and_forgets_named_rows_only() {
     let refused = cli(
         &db,
         &fx,
-        &["repair", "--accept-checksum", "002_b", "--forget", "001_a", "--confirm"],
+        &[
+            "repair",
+            "--accept-checksum",
+            "002_b",
+            "--forget",
+            "001_a",
+            "--confirm",
+        ],
     );
     assert!(!refused.status.success());
-    assert!(text(&refused).contains("001_a still has a file"), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("001_a still has a file"),
+        "{}",
+        text(&refused)
+    );
     assert_eq!(checksums(&db).await, before);
 
     let done = report(&cli(
         &db,
         &fx,
-        &["repair", "--accept-checksum", "002_b", "--forget", "003_c", "--confirm"],
+        &[
+            "repair",
+            "--accept-checksum",
+            "002_b",
+            "--forget",
+            "003_c",
+            "--confirm",
+        ],
     ));
     assert_eq!(done["changed"], true);
     let new_b = fx.set().migrations()[1].checksum.clone();
@@ -322,7 +362,10 @@ async fn repair_accepts_named_checksums_and_forgets_named_rows_only() {
     let out = cli(&db, &fx, &["migrate"]);
     assert!(!out.status.success());
     let log = text(&out);
-    assert!(log.contains("001_a was edited") && log.contains("004_d"), "{log}");
+    assert!(
+        log.contains("001_a was edited") && log.contains("004_d"),
+        "{log}"
+    );
     assert!(!log.contains("002_b"), "{log}");
 }
 
@@ -345,9 +388,70 @@ async fn repair_waits_for_the_migration_lock_and_changes_nothing_without_it() {
     let out = cli(
         &db,
         &fx,
-        &["repair", "--accept-checksum", "001_a", "--confirm", "--lock-wait", "1s"],
+        &[
+            "repair",
+            "--accept-checksum",
+            "001_a",
+            "--confirm",
+            "--lock-wait",
+            "1s",
+        ],
     );
     assert!(!out.status.success());
-    assert!(text(&out).contains("another migration is already running"), "{}", text(&out));
+    assert!(
+        text(&out).contains("another migration is already running"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(checksums(&db).await, before);
+}
+
+/// The same actions through the function: a dry run changes nothing, a
+/// confirmed baseline records, a deploy then runs only the rest, and a
+/// repair that names nothing is refused.
+#[tokio::test]
+async fn the_function_baselines_on_a_manual_invoke_and_the_deploy_runs_the_rest() {
+    use common::lambda::{Deployment, StackSpec};
+    use serde_json::json;
+    let d = Deployment::new(StackSpec::new("baseline_fn")).await;
+    let set = MigrationSet::embedded().unwrap();
+    let to = "007_mued_rag_metrics_and_provenance";
+    build_by_hand(&d.db, &set, to).await;
+
+    let dry = d.invoke(&json!({"action": "baseline", "to": to})).await;
+    assert_eq!(dry.response()["changed"], false, "{}", dry.text());
+    assert_eq!(dry.response()["recorded"].as_array().unwrap().len(), 7);
+    assert!(!d.db.table_exists("pgmigrations").await);
+
+    let done = d
+        .invoke(&json!({"action": "baseline", "to": to, "confirm": true}))
+        .await;
+    assert_eq!(done.response()["changed"], true, "{}", done.text());
+    assert_eq!(done.response()["forced"], false);
+
+    let refused = d
+        .invoke(&json!({"action": "repair", "confirm": true}))
+        .await;
+    assert!(
+        refused.error()["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("repair refused, nothing was changed: name what to repair"),
+        "{}",
+        refused.text()
+    );
+
+    let (_, put) = d
+        .request(
+            "Create",
+            json!({"MigrationsHash": set.hash(), "ManageUsers": "false"}),
+        )
+        .await;
+    assert_eq!(put.body["Status"], "SUCCESS", "{}", put.body);
+    assert_eq!(
+        put.body["Data"]["Applied"],
+        (set.migrations().len() - 7).to_string()
+    );
+    assert_eq!(put.body["Data"]["AlreadyApplied"], "7");
+    d.scan().await;
 }

@@ -164,7 +164,9 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         "baseline" => baseline(&migrator, &set, up_to, &args.history)
             .await
             .map_err(failed)?,
-        "repair" => repair(&migrator, &set, &args.history).await.map_err(failed)?,
+        "repair" => repair(&migrator, &set, &args.history)
+            .await
+            .map_err(failed)?,
         _ => serde_json::to_value(migrator.status(&set).await.map_err(failed)?),
     };
     report.map_err(|e| e.to_string())

@@ -210,7 +210,10 @@ mod tests {
     #[test]
     fn the_last_migration_is_the_latest_by_every_ordering_column() {
         let sql = Tool::Prisma.summary_sql("public._prisma_migrations");
-        assert!(sql.contains("ORDER BY finished_at DESC, started_at DESC LIMIT 1"), "{sql}");
+        assert!(
+            sql.contains("ORDER BY finished_at DESC, started_at DESC LIMIT 1"),
+            "{sql}"
+        );
     }
 
     #[test]

@@ -145,6 +145,33 @@ impl RepairHint {
         }
         (!hint.accept_checksums.is_empty() || !hint.forget.is_empty()).then_some(hint)
     }
+
+    /// The sentence that tells when and how to run the repair.
+    pub fn advice(&self) -> String {
+        let mut when = Vec::new();
+        if !self.accept_checksums.is_empty() {
+            when.push(format!(
+                "the edits of {} are known to be harmless (a comment, whitespace)",
+                self.accept_checksums.join(", ")
+            ));
+        }
+        if !self.forget.is_empty() {
+            when.push(format!(
+                "the files of {} are gone for good",
+                self.forget.join(", ")
+            ));
+        }
+        format!(
+            "if {}, {} records that; without confirm it only shows what it would change",
+            when.join(" and "),
+            serde_json::json!({
+                "action": "repair",
+                "accept_checksums": self.accept_checksums,
+                "forget": self.forget,
+                "confirm": true,
+            })
+        )
+    }
 }
 
 /// The migrations a baseline up to `to` records, or every reason to refuse.
@@ -265,13 +292,7 @@ pub fn baseline_insert_sql(migrations: &[&Migration]) -> Option<String> {
     }
     let values = migrations
         .iter()
-        .map(|m| {
-            format!(
-                "({}, NOW(), {})",
-                literal(&m.name),
-                literal(&m.checksum)
-            )
-        })
+        .map(|m| format!("({}, NOW(), {})", literal(&m.name), literal(&m.checksum)))
         .collect::<Vec<_>>()
         .join(", ");
     Some(format!(
@@ -322,8 +343,8 @@ impl Migrator<'_> {
         confirm: bool,
     ) -> Result<BaselineReport, MigrateError> {
         let (_, applied) = self.read_history().await?;
-        let chosen = baseline_plan(&applied, set.migrations(), to)
-            .map_err(|p| refused("baseline", p))?;
+        let chosen =
+            baseline_plan(&applied, set.migrations(), to).map_err(|p| refused("baseline", p))?;
         let scripts: Vec<&str> = chosen.iter().map(|m| m.sql()).collect();
         let items = verify::verify(self.client, &spec.created_by(&scripts))
             .await
@@ -371,7 +392,11 @@ impl Migrator<'_> {
                 message: format!(
                     "nothing was changed: with \"confirm\": true, {} migration(s) up to {to} would be recorded as applied without running them{}",
                     chosen.len(),
-                    if forced { " (forced over missing objects)" } else { "" }
+                    if forced {
+                        " (forced over missing objects)"
+                    } else {
+                        ""
+                    }
                 ),
                 missing_objects: missing,
                 forced,
@@ -379,8 +404,7 @@ impl Migrator<'_> {
         }
         let written = self
             .in_locked_transaction("baseline", |applied| {
-                let chosen = baseline_plan(applied, set.migrations(), to)
-                    .map_err(|p| refused("baseline", p))?;
+                let chosen = baseline_plan(applied, set.migrations(), to)?;
                 Ok((
                     baseline_insert_sql(&chosen).into_iter().collect(),
                     recorded(&chosen),
@@ -388,7 +412,11 @@ impl Migrator<'_> {
             })
             .await?;
         if forced {
-            warn!(to, missing = missing.len(), "baseline forced over missing objects");
+            warn!(
+                to,
+                missing = missing.len(),
+                "baseline forced over missing objects"
+            );
         }
         info!(to, recorded = written.len(), "baseline recorded");
         Ok(BaselineReport {
@@ -398,7 +426,11 @@ impl Migrator<'_> {
             message: format!(
                 "recorded {} migration(s) up to {to} as applied without running them{}; the next deploy runs only the ones after it",
                 written.len(),
-                if forced { ", forced over the missing objects listed" } else { "" }
+                if forced {
+                    ", forced over the missing objects listed"
+                } else {
+                    ""
+                }
             ),
             recorded: written,
             missing_objects: missing,
@@ -432,8 +464,7 @@ impl Migrator<'_> {
         }
         let plan = self
             .in_locked_transaction("repair", |applied| {
-                let plan = repair_plan(applied, set.migrations(), accept, forget)
-                    .map_err(|p| refused("repair", p))?;
+                let plan = repair_plan(applied, set.migrations(), accept, forget)?;
                 Ok((repair_sql(&plan), plan))
             })
             .await?;
@@ -483,15 +514,15 @@ impl Migrator<'_> {
 
     /// Takes the migration lock, opens a transaction, makes sure the table
     /// has this tool's columns, reads the history (rows locked), lets
-    /// `decide` turn it into statements, runs them and commits; on any
-    /// error rolls back. The lock is released on every path.
+    /// `decide` turn it into statements (or reasons to refuse, reported as
+    /// `step` refused), runs them and commits; on any error rolls back. The lock is released on every path.
     async fn in_locked_transaction<T, F>(
         &self,
         step: &'static str,
         decide: F,
     ) -> Result<T, MigrateError>
     where
-        F: FnOnce(&[AppliedMigration]) -> Result<(Vec<String>, T), MigrateError>,
+        F: FnOnce(&[AppliedMigration]) -> Result<(Vec<String>, T), Vec<String>>,
     {
         let (_, _waited) = self.acquire_lock().await?;
         let result = async {
@@ -507,7 +538,7 @@ impl Migrator<'_> {
                 .await
                 .map_err(|e| MigrateError::database("reading pgmigrations", &e))?;
             let applied = history::read_rows(&messages)?;
-            let (statements, value) = decide(&applied)?;
+            let (statements, value) = decide(&applied).map_err(|p| refused(step, p))?;
             let mut all = statements;
             all.push("COMMIT".into());
             self.client
@@ -559,18 +590,35 @@ mod tests {
         let names: Vec<&str> = chosen.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["001_a", "002_b"]);
         let sql = baseline_insert_sql(&chosen).unwrap();
-        assert!(sql.contains(&format!("('001_a', NOW(), '{}')", files[0].checksum)), "{sql}");
+        assert!(
+            sql.contains(&format!("('001_a', NOW(), '{}')", files[0].checksum)),
+            "{sql}"
+        );
         assert!(!sql.contains("execution_ms"), "nothing ran: {sql}");
     }
 
     #[test]
     fn baseline_refuses_an_unknown_target_and_existing_history() {
         let files = files();
-        assert!(baseline_plan(&[], &files, "009_x").unwrap_err()[0].contains("no migration named 009_x"));
-        let problems = baseline_plan(&[row(1, "001_a", None), row(2, "003_c", None)], &files, "002_b").unwrap_err();
+        assert!(
+            baseline_plan(&[], &files, "009_x").unwrap_err()[0]
+                .contains("no migration named 009_x")
+        );
+        let problems = baseline_plan(
+            &[row(1, "001_a", None), row(2, "003_c", None)],
+            &files,
+            "002_b",
+        )
+        .unwrap_err();
         assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(problems[0].starts_with("001_a is already recorded"), "{problems:?}");
-        assert!(problems[1].starts_with("003_c is already recorded"), "{problems:?}");
+        assert!(
+            problems[0].starts_with("001_a is already recorded"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].starts_with("003_c is already recorded"),
+            "{problems:?}"
+        );
     }
 
     #[test]
@@ -585,13 +633,20 @@ mod tests {
         let plan = repair_plan(&history, &files, &["001_a".into()], &["009_gone".into()]).unwrap();
         assert_eq!(
             plan.accept_checksums,
-            [ChecksumChange { name: "001_a".into(), old: "old".into(), new: files[0].checksum.clone() }]
+            [ChecksumChange {
+                name: "001_a".into(),
+                old: "old".into(),
+                new: files[0].checksum.clone()
+            }]
         );
         assert_eq!(plan.forget.len(), 1);
         assert_eq!(plan.forget[0].id, 3);
         let sql = repair_sql(&plan);
         assert_eq!(sql.len(), 2);
-        assert!(sql[0].ends_with("WHERE name = '001_a' AND checksum = 'old'"), "{sql:?}");
+        assert!(
+            sql[0].ends_with("WHERE name = '001_a' AND checksum = 'old'"),
+            "{sql:?}"
+        );
         assert!(sql[1].ends_with("WHERE id IN (3)"), "{sql:?}");
     }
 
@@ -626,13 +681,27 @@ mod tests {
     #[test]
     fn the_hint_names_what_a_repair_could_clear() {
         let problems = [
-            Problem::ChecksumDrift { name: "003_x".into(), recorded: "a".into(), embedded: "b".into() },
-            Problem::MissingFile { name: "009_gone".into() },
-            Problem::RecordedTwice { name: "001_a".into() },
+            Problem::ChecksumDrift {
+                name: "003_x".into(),
+                recorded: "a".into(),
+                embedded: "b".into(),
+            },
+            Problem::MissingFile {
+                name: "009_gone".into(),
+            },
+            Problem::RecordedTwice {
+                name: "001_a".into(),
+            },
         ];
         let hint = RepairHint::from_problems(&problems).unwrap();
         assert_eq!(hint.accept_checksums, ["003_x"]);
         assert_eq!(hint.forget, ["009_gone"]);
+        let advice = hint.advice();
+        assert!(
+            advice.starts_with("if the edits of 003_x are known to be harmless"),
+            "{advice}"
+        );
+        assert!(advice.contains(r#"{"accept_checksums":["003_x"],"action":"repair","confirm":true,"forget":["009_gone"]}"#), "{advice}");
         assert_eq!(RepairHint::from_problems(&[]), None);
     }
 }

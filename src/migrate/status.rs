@@ -4,8 +4,8 @@
 use super::MigrationSet;
 use super::error::MigrateError;
 use super::foreign;
-use super::maintain::RepairHint;
 use super::lock;
+use super::maintain::RepairHint;
 use super::plan::{self, Step, steps};
 use super::report::{PendingMigration, PlannedStep, StatusReport, StepKind};
 use super::runner::Migrator;
@@ -62,12 +62,7 @@ impl Migrator<'_> {
         let mut advice: Vec<String> = other_histories.iter().map(|h| h.advice()).collect();
         let repair = RepairHint::from_problems(&problems);
         if let Some(hint) = &repair {
-            advice.push(format!(
-                "if the edits of {:?} are known to be harmless and the files of {:?} are gone for good, \
-                 {{\"action\": \"repair\", \"accept_checksums\": {:?}, \"forget\": {:?}, \"confirm\": true}} \
-                 records that (without confirm it only shows what it would change)",
-                hint.accept_checksums, hint.forget, hint.accept_checksums, hint.forget
-            ));
+            advice.push(hint.advice());
         }
         Ok(StatusReport {
             other_histories,

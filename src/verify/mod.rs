@@ -668,7 +668,10 @@ mod tests {
         let set = crate::migrate::MigrationSet::embedded().unwrap();
         let scripts: Vec<&str> = set.migrations().iter().map(|m| m.sql()).collect();
         let owned = spec.created_by(&scripts);
-        assert_eq!(owned, spec, "an item no migration creates cannot be baselined");
+        assert_eq!(
+            owned, spec,
+            "an item no migration creates cannot be baselined"
+        );
         let first = spec.created_by(&scripts[..1]);
         assert_eq!(first.extensions.len(), 1, "{first:?}");
         assert!(first.tables.is_empty(), "{first:?}");
@@ -685,7 +688,10 @@ mod tests {
         let early = spec.created_by(&["CREATE TABLE t (a int)"]);
         assert_eq!(early.tables[0].columns, vec!["a".to_string()]);
         assert!(early.rows.is_empty());
-        let both = spec.created_by(&["CREATE TABLE t (a int)", "ALTER TABLE t ADD late int; INSERT INTO t VALUES (1)"]);
+        let both = spec.created_by(&[
+            "CREATE TABLE t (a int)",
+            "ALTER TABLE t ADD late int; INSERT INTO t VALUES (1)",
+        ]);
         assert_eq!(both, spec);
     }
 }
