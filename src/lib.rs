@@ -13,6 +13,7 @@
 //!                 ├─> users     role templates → SQL (pure); the credentials protocol
 //!                 └─> verify    declared schema items vs the catalog
 //!            ─> respond    the CloudFormation response (≤ 4096 bytes) and its delivery
+//!            ─> metrics    one CloudWatch EMF record per CloudFormation request
 //! ```
 //! [`work`] ties the boundaries together for the handler.
 
@@ -23,6 +24,7 @@ pub mod duration;
 pub mod error;
 pub mod event;
 pub mod handler;
+pub mod metrics;
 pub mod migrate;
 pub mod pg;
 pub mod redacted;

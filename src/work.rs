@@ -188,6 +188,10 @@ impl<S: SecretStore + 'static> LiveWork<S> {
             .await
         {
             Ok(report) => {
+                progress.count(|c| {
+                    c.migrations_applied = report.applied.len() as u64;
+                    c.lock_wait_ms = report.lock_wait_ms;
+                });
                 data.insert("Applied".into(), json!(report.applied.len().to_string()));
                 data.insert(
                     "AlreadyApplied".into(),
@@ -213,6 +217,7 @@ impl<S: SecretStore + 'static> LiveWork<S> {
                 .ensure_users(connection.client(), &admin, &progress)
                 .await?;
             let rotated = reports.iter().filter(|r| r.rotated()).count();
+            progress.count(|c| c.users_rotated = rotated as u64);
             data.insert("Users".into(), json!(reports.len().to_string()));
             data.insert("UsersRotated".into(), json!(rotated.to_string()));
         }
