@@ -156,7 +156,11 @@ fn lambda_level(v: &str) -> Option<&'static str> {
 impl LogSettings {
     /// Reads the log settings (see [`LogSettings`]).
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> LogSettings {
-        let var = |name: &str| env(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let var = |name: &str| {
+            env(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
         let json = var("DB_SETUP_LOG_FORMAT")
             .and_then(|v| log_format(&v).ok())
             .or_else(|| var("AWS_LAMBDA_LOG_FORMAT").and_then(|v| log_format(&v).ok()))
@@ -165,9 +169,7 @@ impl LogSettings {
             .or_else(|| {
                 var("AWS_LAMBDA_LOG_LEVEL")
                     .and_then(|v| lambda_level(&v))
-                    .map(|level| {
-                        defaults::LOG_FILTER.replacen("info", level, 1)
-                    })
+                    .map(|level| defaults::LOG_FILTER.replacen("info", level, 1))
             })
             .unwrap_or_else(|| defaults::LOG_FILTER.to_string());
         LogSettings { json, filter }
@@ -580,6 +582,84 @@ mod tests {
         .resolve(creds(None, None, None))
         .unwrap();
         assert_eq!(t.endpoint(), "h:5432/postgres");
+    }
+
+    #[test]
+    fn logs_follow_lambdas_advanced_logging_controls_with_our_overrides() {
+        let logs = |vars: &[(&str, &str)]| LogSettings::from_env(env(vars));
+        assert_eq!(
+            logs(&[]),
+            LogSettings {
+                json: false,
+                filter: defaults::LOG_FILTER.into()
+            }
+        );
+        assert!(logs(&[("AWS_LAMBDA_FUNCTION_NAME", "f")]).json);
+        assert!(
+            !logs(&[
+                ("AWS_LAMBDA_FUNCTION_NAME", "f"),
+                ("AWS_LAMBDA_LOG_FORMAT", "Text")
+            ])
+            .json
+        );
+        assert!(logs(&[("AWS_LAMBDA_LOG_FORMAT", "JSON")]).json);
+        assert!(
+            !logs(&[
+                ("AWS_LAMBDA_LOG_FORMAT", "JSON"),
+                ("DB_SETUP_LOG_FORMAT", "text")
+            ])
+            .json
+        );
+        assert!(
+            logs(&[
+                ("AWS_LAMBDA_LOG_FORMAT", "Text"),
+                ("DB_SETUP_LOG_FORMAT", "JSON")
+            ])
+            .json
+        );
+        assert_eq!(
+            logs(&[("AWS_LAMBDA_LOG_LEVEL", "DEBUG")]).filter,
+            "debug,aws_config=warn,aws_smithy_runtime=warn"
+        );
+        assert!(
+            logs(&[("AWS_LAMBDA_LOG_LEVEL", "FATAL")])
+                .filter
+                .starts_with("error,")
+        );
+        assert_eq!(
+            logs(&[("AWS_LAMBDA_LOG_LEVEL", "nonsense")]).filter,
+            defaults::LOG_FILTER
+        );
+        assert_eq!(
+            logs(&[
+                ("AWS_LAMBDA_LOG_LEVEL", "WARN"),
+                ("RUST_LOG", "db_setup=trace")
+            ])
+            .filter,
+            "db_setup=trace"
+        );
+    }
+
+    #[test]
+    fn the_metrics_namespace_is_checked() {
+        let base = [("DB_SETUP_ADMIN_SECRET_ID", "a")];
+        assert_eq!(
+            Config::from_env(env(&base)).unwrap().metrics_namespace,
+            "DbSetup"
+        );
+        let ok = Config::from_env(env(&[
+            base[0],
+            ("DB_SETUP_METRICS_NAMESPACE", "Team/Db-Setup"),
+        ]))
+        .unwrap();
+        assert_eq!(ok.metrics_namespace, "Team/Db-Setup");
+        for bad in ["AWS/RDS", "a$b"] {
+            let e =
+                Config::from_env(env(&[base[0], ("DB_SETUP_METRICS_NAMESPACE", bad)])).unwrap_err();
+            assert!(e.to_string().contains("not a CloudWatch namespace"), "{e}");
+        }
+        let e = Config::from_env(env(&[base[0], ("DB_SETUP_LOG_FORMAT", "yaml")])).unwrap_err();
+        assert!(e.to_string().contains("not a log format"), "{e}");
     }
 
     #[test]

@@ -159,7 +159,9 @@ pub fn validate(v: &Value) -> Vec<String> {
             .and_then(Value::as_str)
             .is_some_and(|n| !n.is_empty() && n.len() <= 255)
         {
-            problems.push(format!("{at}.Namespace must be a string of 1 to 255 characters"));
+            problems.push(format!(
+                "{at}.Namespace must be a string of 1 to 255 characters"
+            ));
         }
         match d.get("Dimensions").and_then(Value::as_array) {
             None => problems.push(format!("{at}.Dimensions must be a list of dimension sets")),
@@ -202,7 +204,8 @@ pub fn validate(v: &Value) -> Vec<String> {
                     }
                     if let Some(unit) = m.get("Unit") {
                         if !unit.as_str().is_some_and(|u| UNITS.contains(&u)) {
-                            problems.push(format!("metric {name}: {unit} is not a CloudWatch unit"));
+                            problems
+                                .push(format!("metric {name}: {unit} is not a CloudWatch unit"));
                         }
                     }
                 }
@@ -298,7 +301,13 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["MigrationsApplied", "DeployDuration", "LockWait", "UsersRotated", "Failures"]
+            [
+                "MigrationsApplied",
+                "DeployDuration",
+                "LockWait",
+                "UsersRotated",
+                "Failures"
+            ]
         );
         assert_eq!(d["Metrics"][1]["Unit"], "Milliseconds");
         assert_eq!(d["Metrics"][0]["Unit"], "Count");
@@ -330,13 +339,28 @@ mod tests {
         r["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Unit"] = json!("Things");
         let problems = validate(&r).join(" | ");
         assert!(problems.contains("_aws.Timestamp"), "{problems}");
-        assert!(problems.contains("dimension Stack must have a string value"), "{problems}");
-        assert!(problems.contains("metric LockWait must have a number"), "{problems}");
-        assert!(problems.contains("\"Things\" is not a CloudWatch unit"), "{problems}");
-        assert_eq!(validate(&json!({"a": 1})), ["_aws is missing or not an object"]);
+        assert!(
+            problems.contains("dimension Stack must have a string value"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("metric LockWait must have a number"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("\"Things\" is not a CloudWatch unit"),
+            "{problems}"
+        );
+        assert_eq!(
+            validate(&json!({"a": 1})),
+            ["_aws is missing or not an object"]
+        );
         let mut empty = record("DbSetup", 5, &sample());
         empty["_aws"]["CloudWatchMetrics"] = json!([]);
-        assert_eq!(validate(&empty), ["_aws.CloudWatchMetrics must be a non-empty list"]);
+        assert_eq!(
+            validate(&empty),
+            ["_aws.CloudWatchMetrics must be a non-empty list"]
+        );
     }
 
     #[test]

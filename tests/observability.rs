@@ -176,7 +176,10 @@ async fn the_log_level_follows_lambdas_setting_unless_rust_log_says_otherwise() 
         .collect();
     // The WITHOUT-TLS warning is there, the INFO lines are not.
     assert!(levels.iter().any(|l| l == "WARN"), "{warn_only:?}");
-    assert!(levels.iter().all(|l| l == "WARN" || l == "ERROR"), "{warn_only:?}");
+    assert!(
+        levels.iter().all(|l| l == "WARN" || l == "ERROR"),
+        "{warn_only:?}"
+    );
     let rust_log_wins = log_lines(vec![
         ("RUST_LOG", "info".into()),
         ("AWS_LAMBDA_LOG_FORMAT", "JSON".into()),
@@ -184,7 +187,9 @@ async fn the_log_level_follows_lambdas_setting_unless_rust_log_says_otherwise() 
     ])
     .await;
     assert!(
-        rust_log_wins.iter().any(|l| l.contains("\"level\":\"INFO\"")),
+        rust_log_wins
+            .iter()
+            .any(|l| l.contains("\"level\":\"INFO\"")),
         "{rust_log_wins:?}"
     );
 }
