@@ -49,9 +49,10 @@ fn capped(target: &str) -> bool {
 fn init_tracing(logs: &LogSettings) {
     let filter = tracing_subscriber::EnvFilter::try_new(&logs.filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(db_setup::defaults::LOG_FILTER));
-    let cap = filter_fn(|meta| {
-        !(capped(meta.target()) && *meta.level() > tracing::Level::INFO) && !metrics::is_emf(meta)
-    });
+    let capped_or_emf = |meta: &tracing::Metadata<'_>| {
+        metrics::is_emf(meta) || (capped(meta.target()) && *meta.level() > tracing::Level::INFO)
+    };
+    let cap = filter_fn(move |meta| !capped_or_emf(meta));
     let filter = filter.and(cap);
     let layer = tracing_subscriber::fmt::layer().with_target(false);
     let emf = metrics::EmfLayer.with_filter(filter_fn(metrics::is_emf));
