@@ -267,6 +267,12 @@ fn cli(db: &TestDb, dir: &Fixture, args: &[&str]) -> Output {
         .expect("run db-setup-cli")
 }
 
+/// The command failed, saying `needle`.
+fn failed_with(out: &Output, needle: &str) {
+    assert!(!out.status.success(), "{}", text(out));
+    assert!(text(out).contains(needle), "{}", text(out));
+}
+
 fn report(out: &Output) -> Value {
     assert!(out.status.success(), "{}", text(out));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
@@ -324,12 +330,7 @@ async fn repair_accepts_named_checksums_and_forgets_named_rows_only() {
             "--confirm",
         ],
     );
-    assert!(!refused.status.success());
-    assert!(
-        text(&refused).contains("001_a still has a file"),
-        "{}",
-        text(&refused)
-    );
+    failed_with(&refused, "001_a still has a file");
     assert_eq!(checksums(&db).await, before);
 
     let done = report(&cli(
@@ -397,12 +398,7 @@ async fn repair_waits_for_the_migration_lock_and_changes_nothing_without_it() {
             "1s",
         ],
     );
-    assert!(!out.status.success());
-    assert!(
-        text(&out).contains("another migration is already running"),
-        "{}",
-        text(&out)
-    );
+    failed_with(&out, "another migration is already running");
     assert_eq!(checksums(&db).await, before);
 }
 

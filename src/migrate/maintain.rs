@@ -524,20 +524,15 @@ impl Migrator<'_> {
     where
         F: FnOnce(&[AppliedMigration]) -> Result<(Vec<String>, T), Vec<String>>,
     {
-        let (_, _waited) = self.acquire_lock().await?;
+        let (table, _waited) = self.acquire_lock().await?;
         let result = async {
-            let prepare = [
-                "BEGIN".to_string(),
-                history::CREATE_TABLE.to_string(),
-                history::ADD_COLUMNS.to_string(),
-                format!("{} FOR UPDATE", history::select_sql(TableState::Tracked)),
-            ];
-            let messages = self
-                .client
-                .simple_query(&prepare.join("; "))
-                .await
-                .map_err(|e| MigrateError::database("reading pgmigrations", &e))?;
-            let applied = history::read_rows(&messages)?;
+            let mut prepare = vec!["BEGIN".to_string()];
+            prepare.extend(history::prepare_statements(table));
+            prepare.push(format!(
+                "{} FOR UPDATE",
+                history::select_sql(TableState::Tracked)
+            ));
+            let applied = self.read_prepared(&prepare).await?;
             let (statements, value) = decide(&applied).map_err(|p| refused(step, p))?;
             let mut all = statements;
             all.push("COMMIT".into());

@@ -251,20 +251,9 @@ impl<'c> Migrator<'c> {
         waited: Duration,
         started: Instant,
     ) -> Result<RunReport, MigrateError> {
-        let mut prepare = Vec::new();
-        if table == TableState::Missing {
-            prepare.push(history::CREATE_TABLE.to_string());
-        }
-        if table != TableState::Tracked {
-            prepare.push(history::ADD_COLUMNS.to_string());
-        }
+        let mut prepare = history::prepare_statements(table);
         prepare.push(history::select_sql(TableState::Tracked));
-        let messages = self
-            .client
-            .simple_query(&prepare.join("; "))
-            .await
-            .map_err(|e| MigrateError::database("reading pgmigrations", &e))?;
-        let applied = history::read_rows(&messages)?;
+        let applied = self.read_prepared(&prepare).await?;
         let plan = plan::plan(&applied, set.migrations(), self.options.up_to.as_deref())?;
         info!(
             already_applied = plan.already_applied,
@@ -305,6 +294,20 @@ impl<'c> Migrator<'c> {
             "migrations done"
         );
         Ok(report)
+    }
+
+    /// Runs `statements` (table preparation, ending with a history read)
+    /// in one round trip and reads the history rows.
+    pub(super) async fn read_prepared(
+        &self,
+        statements: &[String],
+    ) -> Result<Vec<super::plan::AppliedMigration>, MigrateError> {
+        let messages = self
+            .client
+            .simple_query(&statements.join("; "))
+            .await
+            .map_err(|e| MigrateError::database("reading pgmigrations", &e))?;
+        Ok(history::read_rows(&messages)?)
     }
 
     async fn run_steps(&self, plan: &Plan<'_>) -> Result<Vec<AppliedStep>, MigrateError> {
