@@ -451,3 +451,44 @@ async fn the_function_baselines_on_a_manual_invoke_and_the_deploy_runs_the_rest(
     assert_eq!(put.body["Data"]["AlreadyApplied"], "7");
     d.scan().await;
 }
+
+/// A role that may not read the other tool's table still gets a status,
+/// the table named and the reason given.
+#[tokio::test]
+async fn another_tools_table_the_role_cannot_read_is_reported_not_fatal() {
+    let db = TestDb::new("foreign_denied").await;
+    let (_, _, knex, _, _) = TOOLS[2];
+    db.query(knex).await;
+    let role = format!("reader_{}", std::process::id());
+    db.query(&format!(
+        "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN PASSWORD 'reader-pw'; \
+         REVOKE ALL ON knex_migrations FROM PUBLIC"
+    ))
+    .await;
+    let mut target = db.target();
+    target.user = role.clone();
+    target.password = db_setup::redacted::SecretString::new("reader-pw".to_string());
+    let conn = common::connect(&target).await;
+    let status = Migrator::new(conn.client(), RunOptions::default())
+        .status(&small_set().set())
+        .await
+        .unwrap();
+    drop(conn);
+    db.query(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .await;
+    assert_eq!(status.other_histories.len(), 1, "{status:?}");
+    let found = &status.other_histories[0];
+    assert_eq!(found.tool, Tool::Knex);
+    assert!(
+        found
+            .unreadable
+            .as_deref()
+            .is_some_and(|u| u.contains("42501")),
+        "{found:?}"
+    );
+    assert!(
+        status.advice[0].contains("its rows could not be read"),
+        "{:?}",
+        status.advice
+    );
+}

@@ -119,25 +119,32 @@ pub struct ForeignHistory {
     pub last: Option<String>,
     /// When the last one was applied.
     pub last_at: Option<String>,
+    /// Why the table could not be summarized (no SELECT privilege on it, a
+    /// column of another type): it is still reported, without figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<String>,
 }
 
 impl ForeignHistory {
     /// What was found and how to adopt the database.
     pub fn advice(&self) -> String {
+        let found = match &self.unreadable {
+            Some(why) => format!("its rows could not be read ({why})"),
+            None => format!("{} migration(s) applied", self.applied),
+        };
         let last = match (&self.last, &self.last_at) {
             (Some(l), Some(at)) => format!(", the last {l} at {at}"),
             (Some(l), None) => format!(", the last {l}"),
             _ => String::new(),
         };
         format!(
-            "{} history found in {}: {} migration(s) applied{last}. To adopt this database, check \
+            "{} history found in {}: {found}{last}. To adopt this database, check \
              that the schema matches the migrations here (the `verify` action), then record the \
              migrations it already has with {{\"action\": \"baseline\", \"to\": \"<last migration \
              the schema already has>\", \"confirm\": true}}; later deploys run only the ones after it. \
              {} is left as it is: drop it once the team has stopped using {}.",
             self.tool.label(),
             self.table,
-            self.applied,
             self.table,
             self.tool.label()
         )
@@ -163,7 +170,14 @@ pub async fn find(client: &Client) -> Result<Vec<ForeignHistory>, tokio_postgres
             continue;
         };
         let qualified = format!("{}.{}", quote_ident(schema), quote_ident(table));
-        let summary = client.simple_query(&tool.summary_sql(&qualified)).await?;
+        // Read only and outside a transaction: a refused read spoils nothing.
+        let (summary, unreadable) = match client.simple_query(&tool.summary_sql(&qualified)).await {
+            Ok(messages) => (messages, None),
+            Err(e) => (
+                Vec::new(),
+                Some(crate::pg::ServerError::from_pg(&e).to_string()),
+            ),
+        };
         let first = rows(&summary).next();
         let text = |i: usize| first.and_then(|r| r.get(i)).map(str::to_string);
         histories.push(ForeignHistory {
@@ -172,6 +186,7 @@ pub async fn find(client: &Client) -> Result<Vec<ForeignHistory>, tokio_postgres
             applied: text(0).and_then(|n| n.parse().ok()).unwrap_or(0),
             last: text(1),
             last_at: text(2),
+            unreadable,
         });
     }
     Ok(histories)
@@ -224,9 +239,23 @@ mod tests {
             applied: 4,
             last: Some("20240211000004_create_evaluation_tables.ts".into()),
             last_at: Some("2024-02-11 10:00:00+00".into()),
+            unreadable: None,
         };
         let advice = h.advice();
         assert!(advice.starts_with("Knex history found in public.knex_migrations: 4 migration(s) applied, the last 20240211000004_create_evaluation_tables.ts at 2024-02-11 10:00:00+00"), "{advice}");
         assert!(advice.contains("\"action\": \"baseline\""), "{advice}");
+        let refused = ForeignHistory {
+            unreadable: Some("42501 permission denied".into()),
+            last: None,
+            last_at: None,
+            ..h
+        };
+        assert!(
+            refused.advice().starts_with(
+                "Knex history found in public.knex_migrations: its rows could not be read (42501 permission denied). To adopt"
+            ),
+            "{}",
+            refused.advice()
+        );
     }
 }
