@@ -112,6 +112,80 @@ pub struct Config {
     pub time_budget: Duration,
     /// JSON log lines.
     pub json_logs: bool,
+    /// CloudWatch namespace of the deploy metrics.
+    pub metrics_namespace: String,
+}
+
+/// How the function logs, following Lambda's advanced logging controls:
+/// the format is `DB_SETUP_LOG_FORMAT` (`json`/`text`), else
+/// `AWS_LAMBDA_LOG_FORMAT` (`JSON`/`Text`, set by the function's
+/// `LoggingConfig`), else JSON in Lambda and text elsewhere; the filter is
+/// `RUST_LOG`, else `AWS_LAMBDA_LOG_LEVEL` (`TRACE` .. `FATAL`), else
+/// [`defaults::LOG_FILTER`]. Never fails: a value it cannot read falls back
+/// to the next source (and [`Config::from_env`] reports a bad
+/// `DB_SETUP_LOG_FORMAT`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// JSON log lines.
+    pub json: bool,
+    /// The `EnvFilter` directives.
+    pub filter: String,
+}
+
+fn log_format(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "json" => Ok(true),
+        "text" => Ok(false),
+        _ => Err(format!("`{v}` is not a log format: write json or text")),
+    }
+}
+
+/// `AWS_LAMBDA_LOG_LEVEL` as an `EnvFilter` level (Lambda's `FATAL` is
+/// tracing's `error`, the highest it has).
+fn lambda_level(v: &str) -> Option<&'static str> {
+    Some(match v.trim().to_ascii_uppercase().as_str() {
+        "TRACE" => "trace",
+        "DEBUG" => "debug",
+        "INFO" => "info",
+        "WARN" => "warn",
+        "ERROR" | "FATAL" => "error",
+        _ => return None,
+    })
+}
+
+impl LogSettings {
+    /// Reads the log settings (see [`LogSettings`]).
+    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> LogSettings {
+        let var = |name: &str| {
+            env(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let json = var("DB_SETUP_LOG_FORMAT")
+            .and_then(|v| log_format(&v).ok())
+            .or_else(|| var("AWS_LAMBDA_LOG_FORMAT").and_then(|v| log_format(&v).ok()))
+            .unwrap_or_else(|| var("AWS_LAMBDA_FUNCTION_NAME").is_some());
+        let filter = var("RUST_LOG")
+            .or_else(|| {
+                var("AWS_LAMBDA_LOG_LEVEL")
+                    .and_then(|v| lambda_level(&v))
+                    .map(|level| defaults::LOG_FILTER.replacen("info", level, 1))
+            })
+            .unwrap_or_else(|| defaults::LOG_FILTER.to_string());
+        LogSettings { json, filter }
+    }
+}
+
+/// Checks a CloudWatch namespace: 1 to 255 characters of letters, digits
+/// and `. - _ / # :` or space, not starting with `AWS/` (reserved).
+fn metrics_namespace(v: &str) -> Result<String, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || ".-_/#: ".contains(c);
+    if v.len() > 255 || !v.chars().all(allowed) || v.starts_with("AWS/") {
+        return Err(format!(
+            "`{v}` is not a CloudWatch namespace: up to 255 letters, digits and . - _ / # :, not starting with AWS/"
+        ));
+    }
+    Ok(v.to_string())
 }
 
 /// Every problem found in the environment.
@@ -226,14 +300,14 @@ impl Config {
             connect_attempts: r.number("DB_SETUP_CONNECT_ATTEMPTS", defaults::CONNECT_ATTEMPTS, 1),
             deadline_margin: r.duration("DB_SETUP_DEADLINE_MARGIN", defaults::DEADLINE_MARGIN),
             time_budget: r.duration("DB_SETUP_TIME_BUDGET", defaults::TIME_BUDGET),
-            json_logs: r.parsed(
-                "DB_SETUP_LOG_FORMAT",
-                r.raw("AWS_LAMBDA_FUNCTION_NAME").is_some(),
-                |v| match v {
-                    "json" => Ok(true),
-                    "text" => Ok(false),
-                    other => Err(format!("`{other}` is not a log format: write json or text")),
-                },
+            json_logs: {
+                r.parsed("DB_SETUP_LOG_FORMAT", false, log_format);
+                LogSettings::from_env(&env).json
+            },
+            metrics_namespace: r.parsed(
+                "DB_SETUP_METRICS_NAMESPACE",
+                defaults::METRICS_NAMESPACE.to_string(),
+                metrics_namespace,
             ),
         };
         if config.connect_timeout.is_zero() {
@@ -508,6 +582,84 @@ mod tests {
         .resolve(creds(None, None, None))
         .unwrap();
         assert_eq!(t.endpoint(), "h:5432/postgres");
+    }
+
+    #[test]
+    fn logs_follow_lambdas_advanced_logging_controls_with_our_overrides() {
+        let logs = |vars: &[(&str, &str)]| LogSettings::from_env(env(vars));
+        assert_eq!(
+            logs(&[]),
+            LogSettings {
+                json: false,
+                filter: defaults::LOG_FILTER.into()
+            }
+        );
+        assert!(logs(&[("AWS_LAMBDA_FUNCTION_NAME", "f")]).json);
+        assert!(
+            !logs(&[
+                ("AWS_LAMBDA_FUNCTION_NAME", "f"),
+                ("AWS_LAMBDA_LOG_FORMAT", "Text")
+            ])
+            .json
+        );
+        assert!(logs(&[("AWS_LAMBDA_LOG_FORMAT", "JSON")]).json);
+        assert!(
+            !logs(&[
+                ("AWS_LAMBDA_LOG_FORMAT", "JSON"),
+                ("DB_SETUP_LOG_FORMAT", "text")
+            ])
+            .json
+        );
+        assert!(
+            logs(&[
+                ("AWS_LAMBDA_LOG_FORMAT", "Text"),
+                ("DB_SETUP_LOG_FORMAT", "JSON")
+            ])
+            .json
+        );
+        assert_eq!(
+            logs(&[("AWS_LAMBDA_LOG_LEVEL", "DEBUG")]).filter,
+            "debug,aws_config=warn,aws_smithy_runtime=warn"
+        );
+        assert!(
+            logs(&[("AWS_LAMBDA_LOG_LEVEL", "FATAL")])
+                .filter
+                .starts_with("error,")
+        );
+        assert_eq!(
+            logs(&[("AWS_LAMBDA_LOG_LEVEL", "nonsense")]).filter,
+            defaults::LOG_FILTER
+        );
+        assert_eq!(
+            logs(&[
+                ("AWS_LAMBDA_LOG_LEVEL", "WARN"),
+                ("RUST_LOG", "db_setup=trace")
+            ])
+            .filter,
+            "db_setup=trace"
+        );
+    }
+
+    #[test]
+    fn the_metrics_namespace_is_checked() {
+        let base = [("DB_SETUP_ADMIN_SECRET_ID", "a")];
+        assert_eq!(
+            Config::from_env(env(&base)).unwrap().metrics_namespace,
+            "DbSetup"
+        );
+        let ok = Config::from_env(env(&[
+            base[0],
+            ("DB_SETUP_METRICS_NAMESPACE", "Team/Db-Setup"),
+        ]))
+        .unwrap();
+        assert_eq!(ok.metrics_namespace, "Team/Db-Setup");
+        for bad in ["AWS/RDS", "a$b"] {
+            let e =
+                Config::from_env(env(&[base[0], ("DB_SETUP_METRICS_NAMESPACE", bad)])).unwrap_err();
+            assert!(e.to_string().contains("not a CloudWatch namespace"), "{e}");
+        }
+        let e = Config::from_env(env(&[base[0], ("DB_SETUP_LOG_FORMAT", "yaml")])).unwrap_err();
+        assert!(e.to_string().contains("not a log format"), "{e}");
     }
 
     #[test]

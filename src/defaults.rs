@@ -32,3 +32,8 @@ pub const DATABASE: &str = "postgres";
 pub const APPLICATION_NAME: &str = "db-setup";
 /// The role when a database URL names none (the CLI).
 pub const USER: &str = "postgres";
+/// CloudWatch namespace of the deploy metrics (Embedded Metric Format).
+pub const METRICS_NAMESPACE: &str = "DbSetup";
+/// The log filter when neither `RUST_LOG` nor `AWS_LAMBDA_LOG_LEVEL` says one
+/// (the AWS SDK's own INFO lines are noise here).
+pub const LOG_FILTER: &str = "info,aws_config=warn,aws_smithy_runtime=warn";

@@ -116,6 +116,26 @@ pub enum Action {
         /// Run the users step (roles, then credentials) instead of only reporting.
         ensure: bool,
     },
+    /// Record the migrations up to `to` as applied without running them
+    /// (adopting a database whose schema was built another way).
+    Baseline {
+        /// The last migration the schema already has.
+        to: String,
+        /// Record even when objects those migrations create are missing.
+        force: bool,
+        /// Change the history; without it, only say what would change.
+        confirm: bool,
+    },
+    /// Accept the checksums of harmlessly edited applied files and forget
+    /// the history rows of deleted files.
+    Repair {
+        /// Applied migrations whose current checksum is recorded.
+        accept_checksums: Vec<String>,
+        /// Migrations whose history rows are removed.
+        forget: Vec<String>,
+        /// Change the history; without it, only say what would change.
+        confirm: bool,
+    },
 }
 
 /// A parsed request.
@@ -412,16 +432,38 @@ fn parse_action(map: &Map<String, Value>, unreadable: &Unreadable) -> Result<Act
     let ensure = ensure_text
         .and_then(|e| parse_bool("ensure", &e, &mut problems))
         .unwrap_or(false);
+    let mut flag = |key: &str| {
+        map.get(key)
+            .and_then(|v| property_text(key, v, &mut problems))
+            .and_then(|t| parse_bool(key, &t, &mut problems))
+            .unwrap_or(false)
+    };
+    let (force, confirm) = (flag("force"), flag("confirm"));
+    let accept_checksums = names(map, "accept_checksums", &mut problems);
+    let forget = names(map, "forget", &mut problems);
     let action = match name {
         "status" => Some(Action::Status),
         "plan" => Some(Action::Plan { to, mode }),
         "migrate" => Some(Action::Migrate { to, mode }),
         "verify" => Some(Action::Verify),
         "users" => Some(Action::Users { ensure }),
+        "baseline" => match to {
+            Some(to) => Some(Action::Baseline { to, force, confirm }),
+            None => {
+                problems
+                    .push("baseline needs `to`: the last migration the schema already has".into());
+                None
+            }
+        },
+        "repair" => Some(Action::Repair {
+            accept_checksums,
+            forget,
+            confirm,
+        }),
         "" => None,
         other => {
             problems.push(format!(
-                "unknown action `{}`: use status, plan, migrate, verify or users",
+                "unknown action `{}`: use status, plan, migrate, verify, users, baseline or repair",
                 truncate(other, 40)
             ));
             None
@@ -434,6 +476,28 @@ fn parse_action(map: &Map<String, Value>, unreadable: &Unreadable) -> Result<Act
             reply: None,
         }),
     }
+}
+
+/// A list of migration names (a JSON list of strings, or one name).
+fn names(map: &Map<String, Value>, key: &str, problems: &mut Vec<String>) -> Vec<String> {
+    let values: Vec<&Value> = match map.get(key) {
+        None | Some(Value::Null) => return Vec::new(),
+        Some(Value::Array(items)) => items.iter().collect(),
+        Some(one) => vec![one],
+    };
+    let mut names = Vec::new();
+    for v in values {
+        match v {
+            Value::String(s) if !s.trim().is_empty() && s.len() <= MAX_ID_LEN => {
+                names.push(s.trim().to_string())
+            }
+            other => problems.push(format!(
+                "{key} must list migration names (non-empty strings), not {}",
+                describe(other)
+            )),
+        }
+    }
+    names
 }
 
 fn not_an_object(what: &str) -> EventError {
@@ -727,11 +791,65 @@ mod tests {
             Request::Action(Action::Users { ensure: true })
         );
         let err = parse(&json!({"action": "drop"})).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("unknown action `drop`: use status, plan, migrate, verify or users")
-        );
+        assert!(err.to_string().contains(
+            "unknown action `drop`: use status, plan, migrate, verify, users, baseline or repair"
+        ));
         assert!(parse(&json!({"action": "plan", "mode": "x"})).is_err());
+    }
+
+    #[test]
+    fn every_sample_event_parses() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("events");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let request = parse_raw(&text);
+            assert!(request.is_ok(), "{}: {request:?}", path.display());
+            seen += 1;
+        }
+        assert!(seen >= 13, "{seen} sample events");
+    }
+
+    #[test]
+    fn history_changes_parse_and_are_dry_runs_without_confirm() {
+        assert_eq!(
+            parse(&json!({"action": "baseline", "to": "007_x", "confirm": true})).unwrap(),
+            Request::Action(Action::Baseline {
+                to: "007_x".into(),
+                force: false,
+                confirm: true
+            })
+        );
+        assert_eq!(
+            parse(&json!({"action": "baseline", "to": "007_x", "force": "true"})).unwrap(),
+            Request::Action(Action::Baseline {
+                to: "007_x".into(),
+                force: true,
+                confirm: false
+            })
+        );
+        assert!(
+            parse(&json!({"action": "baseline"}))
+                .unwrap_err()
+                .to_string()
+                .contains("baseline needs `to`")
+        );
+        assert_eq!(
+            parse(&json!({"action": "repair", "accept_checksums": ["003_x"], "forget": "009_gone", "confirm": true}))
+                .unwrap(),
+            Request::Action(Action::Repair {
+                accept_checksums: vec!["003_x".into()],
+                forget: vec!["009_gone".into()],
+                confirm: true
+            })
+        );
+        let err = parse(&json!({"action": "repair", "forget": [1], "confirm": "yes"})).unwrap_err();
+        assert!(
+            err.to_string().contains("forget must list migration names"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("confirm must be"), "{err}");
     }
 
     #[test]

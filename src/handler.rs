@@ -18,6 +18,7 @@ use crate::config::ResponseMode;
 use crate::db::Canceller;
 use crate::error::SetupError;
 use crate::event::{self, Action, CfnRequest, EventError, ReplyTo, Request, RequestType};
+use crate::metrics;
 use crate::respond::{self, Data, Responder, Status};
 
 /// The work the handler runs.
@@ -41,6 +42,18 @@ struct ProgressState {
     step: String,
     started: Option<Instant>,
     canceller: Option<Canceller>,
+    counts: Counts,
+}
+
+/// What the work counted, for the deploy metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Migrations applied.
+    pub migrations_applied: u64,
+    /// Time waited for the migration lock, in milliseconds.
+    pub lock_wait_ms: u64,
+    /// Users whose password was rotated.
+    pub users_rotated: u64,
 }
 
 /// What the work is doing now: logged one line per step with its duration,
@@ -73,6 +86,16 @@ impl Progress {
         if let Some(started) = s.started.take() {
             info!(step = %s.step, duration_ms = started.elapsed().as_millis() as u64, "step done");
         }
+    }
+
+    /// Records what the work counted (read for the deploy metrics).
+    pub fn count(&self, update: impl FnOnce(&mut Counts)) {
+        update(&mut self.state().counts);
+    }
+
+    /// What the work counted so far.
+    pub fn counts(&self) -> Counts {
+        self.state().counts
     }
 
     /// The current step.
@@ -200,6 +223,7 @@ pub struct Handler<S: Work> {
     responder: Responder,
     margin: Duration,
     fallback: Duration,
+    metrics_namespace: String,
 }
 
 impl<S: Work> Handler<S> {
@@ -217,7 +241,14 @@ impl<S: Work> Handler<S> {
             responder,
             margin,
             fallback,
+            metrics_namespace: crate::defaults::METRICS_NAMESPACE.to_string(),
         }
+    }
+
+    /// Sets the CloudWatch namespace of the deploy metrics.
+    pub fn with_metrics_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.metrics_namespace = namespace.into();
+        self
     }
 
     /// Handles one parsed invocation. `deadline_ms` is the invocation's
@@ -287,7 +318,7 @@ impl<S: Work> Handler<S> {
             Ok(Request::Action(action)) => {
                 info!(action = ?action, "manual action");
                 let setup = self.setup.clone();
-                self.guarded(budget.work, move |p| async move {
+                self.guarded(budget.work, Progress::default(), move |p| async move {
                     setup.action(action, p).await
                 })
                 .await
@@ -346,6 +377,9 @@ impl<S: Work> Handler<S> {
                 return Err(Diagnostic::from(&e));
             }
         }
+        let started = Instant::now();
+        let progress = Progress::default();
+        let request_type = request.request_type;
         let result = match request.request_type {
             // Forward-only: nothing is dropped, nothing to wait for.
             RequestType::Delete => {
@@ -354,12 +388,13 @@ impl<S: Work> Handler<S> {
             }
             RequestType::Create | RequestType::Update => {
                 let setup = self.setup.clone();
-                self.guarded(budget.work, move |p| async move {
+                self.guarded(budget.work, progress.clone(), move |p| async move {
                     setup.deploy(request, p).await
                 })
                 .await
             }
         };
+        self.emit_metrics(&reply, request_type, &progress, started, &result);
         match mode {
             ResponseMode::Direct => match result {
                 Ok(data) => {
@@ -386,6 +421,36 @@ impl<S: Work> Handler<S> {
                 }
             },
         }
+    }
+
+    /// Emits the request's EMF record (see [`crate::metrics`]).
+    fn emit_metrics<T>(
+        &self,
+        reply: &ReplyTo,
+        request_type: RequestType,
+        progress: &Progress,
+        started: Instant,
+        result: &Result<T, SetupError>,
+    ) {
+        let counts = progress.counts();
+        let request_type = match request_type {
+            RequestType::Create => "Create",
+            RequestType::Update => "Update",
+            RequestType::Delete => "Delete",
+        };
+        metrics::emit(
+            &self.metrics_namespace,
+            &metrics::DeployMetrics {
+                stack: metrics::stack_name(&reply.stack_id).to_string(),
+                request_type: request_type.to_string(),
+                migrations_applied: counts.migrations_applied,
+                duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                lock_wait_ms: counts.lock_wait_ms,
+                users_rotated: counts.users_rotated,
+                failures: u64::from(result.is_err()),
+                error_type: result.as_ref().err().map(|e| e.kind().to_string()),
+            },
+        );
     }
 
     /// PUTs the response. Delivered: the invocation succeeds (no Lambda
@@ -415,13 +480,17 @@ impl<S: Work> Handler<S> {
     /// Runs the work in its own task: a panic becomes [`SetupError::Panic`],
     /// running past `limit` stops the task, cancels what it ran on the server
     /// (see [`Progress::stop`]) and becomes [`SetupError::Timeout`].
-    async fn guarded<T, F, Fut>(&self, limit: Duration, work: F) -> Result<T, SetupError>
+    async fn guarded<T, F, Fut>(
+        &self,
+        limit: Duration,
+        progress: Progress,
+        work: F,
+    ) -> Result<T, SetupError>
     where
         T: Send + 'static,
         F: FnOnce(Progress) -> Fut,
         Fut: Future<Output = Result<T, SetupError>> + Send + 'static,
     {
-        let progress = Progress::default();
         let mut task = tokio::spawn(work(progress.clone()));
         let result = tokio::select! {
             joined = &mut task => match joined {

@@ -14,6 +14,7 @@
 //!                 ├─> users     ownership (pure) · role SQL (pure) · credentials protocol · apply
 //!                 └─> verify    declared schema items vs the catalog
 //!            ─> respond    the CloudFormation response (≤ 4096 bytes) and its delivery
+//!            ─> metrics    one CloudWatch EMF record per CloudFormation request
 //! ```
 //! Shared by all: [`pg`] (what PostgreSQL said, SQLSTATEs, quoting),
 //! [`redacted`] (a string that is never printed), [`duration`], [`error`].
@@ -25,6 +26,7 @@ pub mod duration;
 pub mod error;
 pub mod event;
 pub mod handler;
+pub mod metrics;
 pub mod migrate;
 pub mod pg;
 pub mod redacted;

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use db_setup::config::Config;
+use db_setup::config::{Config, LogSettings};
 use db_setup::db::Tls;
 use db_setup::error::SetupError;
 use db_setup::handler::{Handler, Work};
+use db_setup::metrics;
 use db_setup::migrate::MigrationSet;
 use db_setup::respond::Responder;
 use db_setup::secrets::SecretsManager;
@@ -43,15 +44,22 @@ fn capped(target: &str) -> bool {
     })
 }
 
-fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn")
-    });
-    let cap = filter_fn(|meta| !(capped(meta.target()) && *meta.level() > tracing::Level::INFO));
+/// Logs as [`LogSettings`] says (Lambda's advanced logging controls, with
+/// `DB_SETUP_LOG_FORMAT` and `RUST_LOG` as overrides), with the cap above;
+/// EMF metric records go to stdout as they are, whatever the filter.
+fn init_tracing(logs: &LogSettings) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&logs.filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(db_setup::defaults::LOG_FILTER));
+    let capped_or_emf = |meta: &tracing::Metadata<'_>| {
+        metrics::is_emf(meta) || (capped(meta.target()) && *meta.level() > tracing::Level::INFO)
+    };
+    let cap = filter_fn(move |meta| !capped_or_emf(meta));
     let filter = filter.and(cap);
     let layer = tracing_subscriber::fmt::layer().with_target(false);
-    if json {
+    let emf = metrics::EmfLayer.with_filter(filter_fn(metrics::is_emf));
+    if logs.json {
         tracing_subscriber::registry()
+            .with(emf)
             .with(
                 layer
                     .json()
@@ -62,6 +70,7 @@ fn init_tracing(json: bool) {
             .init();
     } else {
         tracing_subscriber::registry()
+            .with(emf)
             .with(layer.with_ansi(false).with_filter(filter))
             .init();
     }
@@ -110,10 +119,7 @@ async fn serve<S: Work>(handler: Handler<S>) -> Result<(), Error> {
 async fn main() -> Result<(), Error> {
     let env = |name: &str| std::env::var(name).ok();
     let config = Config::from_env(env);
-    init_tracing(match &config {
-        Ok(c) => c.json_logs,
-        Err(_) => env("AWS_LAMBDA_FUNCTION_NAME").is_some(),
-    });
+    init_tracing(&LogSettings::from_env(env));
     let mut responder = Responder::new()?;
     responder.allow_local = Config::allow_local_response_url_from_env(env);
     if responder.allow_local {
@@ -129,23 +135,36 @@ async fn main() -> Result<(), Error> {
             Config::response_mode_from_env(env),
         ),
     };
+    let namespace = config.as_ref().map_or_else(
+        |_| db_setup::defaults::METRICS_NAMESPACE.to_string(),
+        |c| c.metrics_namespace.clone(),
+    );
     let live = match config {
         Ok(config) => live_setup(config).await,
         Err(e) => Err(SetupError::from(e)),
     };
     match live {
-        Ok(setup) => serve(Handler::new(setup, mode, responder, margin, budget)).await,
+        Ok(setup) => {
+            serve(
+                Handler::new(setup, mode, responder, margin, budget)
+                    .with_metrics_namespace(namespace),
+            )
+            .await
+        }
         Err(error) => {
             error!(reason = %error, kind = error.kind(), "cannot start: every request will be answered FAILED with this reason");
-            serve(Handler::new(
-                Unconfigured {
-                    error: Arc::new(error),
-                },
-                mode,
-                responder,
-                margin,
-                budget,
-            ))
+            serve(
+                Handler::new(
+                    Unconfigured {
+                        error: Arc::new(error),
+                    },
+                    mode,
+                    responder,
+                    margin,
+                    budget,
+                )
+                .with_metrics_namespace(namespace),
+            )
             .await
         }
     }

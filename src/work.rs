@@ -191,12 +191,18 @@ impl<S: SecretStore + 'static> LiveWork<S> {
             .migrate(&self.migrations)
             .await
         {
-            Ok(report) => Data {
-                applied: Some(report.applied.len()),
-                already_applied: Some(report.already_applied),
-                last_migration: Some(report.last_migration.unwrap_or_default()),
-                ..Data::default()
-            },
+            Ok(report) => {
+                progress.count(|c| {
+                    c.migrations_applied = report.applied.len() as u64;
+                    c.lock_wait_ms = report.lock_wait_ms;
+                });
+                Data {
+                    applied: Some(report.applied.len()),
+                    already_applied: Some(report.already_applied),
+                    last_migration: Some(report.last_migration.unwrap_or_default()),
+                    ..Data::default()
+                }
+            }
             Err(MigrateError::Plan(e)) if is_update && e.is_database_ahead() => {
                 let note = format!(
                     "{e}; as this is an Update (a rollback to older code), nothing was run"
@@ -210,8 +216,10 @@ impl<S: SecretStore + 'static> LiveWork<S> {
             let reports = self
                 .ensure_users(connection.client(), &admin, &progress)
                 .await?;
+            let rotated = reports.iter().filter(|r| r.rotated()).count();
+            progress.count(|c| c.users_rotated = rotated as u64);
             data.users = Some(reports.len());
-            data.users_rotated = Some(reports.iter().filter(|r| r.rotated()).count());
+            data.users_rotated = Some(rotated);
         }
         progress.finish();
         Ok(data)
@@ -238,6 +246,24 @@ impl<S: SecretStore + 'static> LiveWork<S> {
                     .status(&self.migrations)
                     .await?;
                 to_json(serde_json::to_value(PlanReport::from(status)))
+            }
+            Action::Baseline { to, force, confirm } => {
+                progress.step(format!("baselining up to {to}"));
+                let report = Migrator::new(client, self.run_options(None, None))
+                    .baseline(&self.migrations, &self.spec, &to, force, confirm)
+                    .await?;
+                to_json(serde_json::to_value(report))
+            }
+            Action::Repair {
+                accept_checksums,
+                forget,
+                confirm,
+            } => {
+                progress.step("repairing the history");
+                let report = Migrator::new(client, self.run_options(None, None))
+                    .repair(&self.migrations, &accept_checksums, &forget, confirm)
+                    .await?;
+                to_json(serde_json::to_value(report))
             }
             Action::Migrate { to, mode } => {
                 progress.step("migrating");

@@ -2,11 +2,14 @@ import { createHash } from 'node:crypto';
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs';
 import * as path from 'node:path';
 import { ArnFormat, CfnResource, CustomResource, Duration, Stack, Token, Validations } from 'aws-cdk-lib';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import * as cwActions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as cr from 'aws-cdk-lib/custom-resources';
 import { Construct } from 'constructs';
 
@@ -242,11 +245,43 @@ export interface DbSetupProps {
   /** `ManageUsers` property: `false` skips the users step. @default true */
   readonly manageUsers?: boolean;
   /**
+   * CloudWatch namespace of the deploy metrics the function emits (Embedded Metric Format,
+   * one record per CloudFormation request, by stack and request type).
+   * @default 'DbSetup'
+   */
+  readonly metricsNamespace?: string;
+  /**
+   * The level of the function's own log lines (Lambda's advanced logging controls; the log
+   * format is always JSON). `RUST_LOG` in `environment` overrides it.
+   * @default lambda.ApplicationLogLevel.INFO
+   */
+  readonly applicationLogLevel?: lambda.ApplicationLogLevel;
+  /**
+   * Alarms on the deploys: `true` for the alarms without notification, or their options.
+   * @default no alarms
+   */
+  readonly alarms?: boolean | DbSetupAlarmOptions;
+  /**
    * More environment variables (for example `DB_SETUP_ROLE_PREFIX`, `RUST_LOG`).
    * The variables this construct sets cannot be overridden.
    */
   readonly environment?: Record<string, string>;
 }
+
+/** The alarms {@link DbSetup} can create. */
+export interface DbSetupAlarmOptions {
+  /** Notified when an alarm fires and when it clears. @default no notification */
+  readonly topic?: sns.ITopic;
+  /**
+   * The duration alarm fires when an invocation lasts longer than this fraction of the
+   * function's timeout (the deadline guard answers FAILED 10 s before it).
+   * @default 0.8
+   */
+  readonly durationFraction?: number;
+}
+
+/** The default namespace of the deploy metrics (the function's default too). */
+export const DEFAULT_METRICS_NAMESPACE = 'DbSetup';
 
 /** Lambda retries a failed asynchronous invocation this many times (its default, made explicit). */
 const ASYNC_RETRIES = 2;
@@ -385,6 +420,10 @@ export class DbSetup extends Construct {
   public readonly provider?: cr.Provider;
   /** The function's security group (allowed into the database). */
   public readonly securityGroup: ec2.SecurityGroup;
+  /** With `alarms`: fires on any failed deploy (the `Failures` metric) or function error. */
+  public failureAlarm?: cloudwatch.Alarm;
+  /** With `alarms`: fires when an invocation comes near the function's timeout. */
+  public durationAlarm?: cloudwatch.Alarm;
   /**
    * The security group of the hosted rotation functions (allowed into the database), when a
    * user has a `rotation`.
@@ -436,6 +475,7 @@ export class DbSetup extends Construct {
       ),
       DB_SETUP_RESPONSE_MODE: mode,
       DB_SETUP_TLS: 'verify-full',
+      DB_SETUP_METRICS_NAMESPACE: props.metricsNamespace ?? DEFAULT_METRICS_NAMESPACE,
       ...(props.host !== undefined && { DB_SETUP_DB_HOST: props.host }),
       ...(props.port !== undefined && { DB_SETUP_DB_PORT: portString(props.port) }),
       ...(props.databaseName !== undefined && { DB_SETUP_DB_NAME: props.databaseName }),
@@ -461,6 +501,10 @@ export class DbSetup extends Construct {
       logGroup: new logs.LogGroup(this, 'LogGroup', {
         retention: props.logRetention ?? logs.RetentionDays.ONE_MONTH,
       }),
+      // Lambda's advanced logging controls: the function reads AWS_LAMBDA_LOG_FORMAT and
+      // AWS_LAMBDA_LOG_LEVEL (RUST_LOG and DB_SETUP_LOG_FORMAT override them).
+      loggingFormat: lambda.LoggingFormat.JSON,
+      applicationLogLevelV2: props.applicationLogLevel ?? lambda.ApplicationLogLevel.INFO,
       // Asynchronous invocations (direct mode): retry a dead process (the handler is
       // idempotent), and drop an event too old for any attempt to answer before
       // ServiceTimeout, so that no run starts after CloudFormation has given up.
@@ -480,6 +524,10 @@ export class DbSetup extends Construct {
       },
     );
     this.grantSecrets(props.adminSecret, users);
+    if (props.alarms) {
+      const options = props.alarms === true ? {} : props.alarms;
+      this.createAlarms(options, timeout, props.metricsNamespace ?? DEFAULT_METRICS_NAMESPACE);
+    }
 
     const migrationsDir = props.migrationsDirectory ?? DEFAULT_MIGRATIONS_DIR;
     const migrationsHash = hashMigrations(migrationsDir);
@@ -638,6 +686,62 @@ export class DbSetup extends Construct {
    * `GetSecretValue` on the admin and user secrets; `PutSecretValue`, `DescribeSecret`,
    * `UpdateSecretVersionStage` on the user secrets only; KMS only for customer-managed keys.
    */
+  /**
+   * The failure alarm sums the `Failures` metric of each request type (the function emits it
+   * for every CloudFormation request, by stack and request type) with the function's `Errors`
+   * (a process that died, or a failure in provider mode); the duration alarm watches the
+   * function's maximum `Duration` against a fraction of its timeout.
+   */
+  private createAlarms(options: DbSetupAlarmOptions, timeout: Duration, namespace: string) {
+    const fraction = options.durationFraction ?? 0.8;
+    if (!(fraction > 0 && fraction <= 1)) {
+      throw new Error('DbSetup: alarms.durationFraction must lie in (0, 1]');
+    }
+    const period = Duration.minutes(5);
+    const failures = (requestType: string) =>
+      new cloudwatch.Metric({
+        namespace,
+        metricName: 'Failures',
+        dimensionsMap: { Stack: Stack.of(this).stackName, RequestType: requestType },
+        statistic: 'Sum',
+        period,
+      });
+    this.failureAlarm = new cloudwatch.Alarm(this, 'FailureAlarm', {
+      alarmDescription:
+        'db-setup: a deploy failed (migrations or users); the Reason is in the stack events and the function log',
+      metric: new cloudwatch.MathExpression({
+        expression: 'FILL(c, 0) + FILL(u, 0) + FILL(d, 0) + FILL(e, 0)',
+        usingMetrics: {
+          c: failures('Create'),
+          u: failures('Update'),
+          d: failures('Delete'),
+          e: this.function.metricErrors({ statistic: 'Sum', period }),
+        },
+        label: 'failed deploys and function errors',
+        period,
+      }),
+      threshold: 1,
+      evaluationPeriods: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    this.durationAlarm = new cloudwatch.Alarm(this, 'DurationAlarm', {
+      alarmDescription: `db-setup: an invocation lasted more than ${Math.round(fraction * 100)}% of the function timeout`,
+      metric: this.function.metricDuration({ statistic: 'Maximum', period }),
+      threshold: Math.round(timeout.toMilliseconds() * fraction),
+      evaluationPeriods: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    if (options.topic) {
+      const action = new cwActions.SnsAction(options.topic);
+      for (const alarm of [this.failureAlarm, this.durationAlarm]) {
+        alarm.addAlarmAction(action);
+        alarm.addOkAction(action);
+      }
+    }
+  }
+
   private grantSecrets(adminSecret: secretsmanager.ISecret, users: AppUser[]): void {
     const arn = (s: secretsmanager.ISecret) => s.secretFullArn ?? `${s.secretArn}-??????`;
     const userSecrets = passwordUsers(users).map((u) => u.secret);

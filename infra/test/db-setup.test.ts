@@ -12,6 +12,7 @@ import * as kms from 'aws-cdk-lib/aws-kms';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as rds from 'aws-cdk-lib/aws-rds';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import * as sns from 'aws-cdk-lib/aws-sns';
 import {
   type AppUser,
   DbSetup,
@@ -538,5 +539,102 @@ describe('a package built from other migrations', () => {
       current(),
       `write ${current()} into ${file}`,
     );
+  });
+});
+
+describe('DbSetup logs, metrics and alarms', () => {
+  it('logs in JSON at INFO through Lambda advanced logging controls, and names the metrics namespace', () => {
+    const { template } = build();
+    template.hasResourceProperties('AWS::Lambda::Function', {
+      LoggingConfig: Match.objectLike({ LogFormat: 'JSON', ApplicationLogLevel: 'INFO' }),
+      Environment: { Variables: Match.objectLike({ DB_SETUP_METRICS_NAMESPACE: 'DbSetup' }) },
+    });
+    const custom = build({
+      metricsNamespace: 'Team/Db',
+      applicationLogLevel: lambda.ApplicationLogLevel.DEBUG,
+    }).template;
+    custom.hasResourceProperties('AWS::Lambda::Function', {
+      LoggingConfig: Match.objectLike({ LogFormat: 'JSON', ApplicationLogLevel: 'DEBUG' }),
+      Environment: { Variables: Match.objectLike({ DB_SETUP_METRICS_NAMESPACE: 'Team/Db' }) },
+    });
+    assert.throws(
+      () => build({ environment: { DB_SETUP_METRICS_NAMESPACE: 'x' } }),
+      /may not override DB_SETUP_METRICS_NAMESPACE/,
+    );
+  });
+
+  it('creates no alarm unless asked', () => {
+    const { template, dbSetup } = build();
+    template.resourceCountIs('AWS::CloudWatch::Alarm', 0);
+    assert.equal(dbSetup.failureAlarm, undefined);
+  });
+
+  it('alarms on failed deploys by request type and on function errors, and near the timeout, notifying a topic', () => {
+    const h = host();
+    const topic = new sns.Topic(h.stack, 'Ops');
+    const dbSetup = new DbSetup(h.stack, 'Setup', {
+      code: fixtureCode(),
+      vpc: h.vpc,
+      database: h.database,
+      adminSecret: new secretsmanager.Secret(h.stack, 'Admin'),
+      alarms: { topic },
+      timeout: Duration.minutes(10),
+    });
+    const template = Template.fromStack(h.stack);
+    template.resourceCountIs('AWS::CloudWatch::Alarm', 2);
+    assert.ok(dbSetup.failureAlarm && dbSetup.durationAlarm);
+    const alarms = template.findResources('AWS::CloudWatch::Alarm');
+    const failure = Object.values(alarms).find((a: any) => a.Properties.Metrics !== undefined) as any;
+    const metrics = failure.Properties.Metrics as any[];
+    assert.equal(metrics.find((m) => m.Expression)?.Expression, 'FILL(c, 0) + FILL(u, 0) + FILL(d, 0) + FILL(e, 0)');
+    const byId = Object.fromEntries(metrics.filter((m) => m.MetricStat).map((m) => [m.Id, m.MetricStat.Metric]));
+    for (const [id, requestType] of [['c', 'Create'], ['u', 'Update'], ['d', 'Delete']]) {
+      assert.equal(byId[id].Namespace, 'DbSetup');
+      assert.equal(byId[id].MetricName, 'Failures');
+      const dims = Object.fromEntries(byId[id].Dimensions.map((d: any) => [d.Name, d.Value]));
+      assert.equal(dims.RequestType, requestType);
+      assert.equal(dims.Stack, 'Host', 'the stack name, as the function reads it from the StackId');
+    }
+    assert.equal(byId.e.Namespace, 'AWS/Lambda');
+    assert.equal(byId.e.MetricName, 'Errors');
+    assert.equal(failure.Properties.Threshold, 1);
+    assert.equal(failure.Properties.TreatMissingData, 'notBreaching');
+    template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      MetricName: 'Duration',
+      Namespace: 'AWS/Lambda',
+      Statistic: 'Maximum',
+      Threshold: 480000,
+      ComparisonOperator: 'GreaterThanThreshold',
+    });
+    const topicRef = { Ref: Match.stringLikeRegexp('^Ops') };
+    template.allResourcesProperties('AWS::CloudWatch::Alarm', {
+      AlarmActions: [topicRef],
+      OKActions: [topicRef],
+    });
+  });
+
+  it('alarms without a topic, with a chosen duration fraction, and refuses a fraction out of range', () => {
+    const { template } = build({ alarms: { durationFraction: 0.5 }, timeout: Duration.minutes(4) });
+    template.resourceCountIs('AWS::CloudWatch::Alarm', 2);
+    template.hasResourceProperties('AWS::CloudWatch::Alarm', { MetricName: 'Duration', Threshold: 120000 });
+    template.allResourcesProperties('AWS::CloudWatch::Alarm', { AlarmActions: Match.absent() });
+    assert.ok(build({ alarms: true }));
+    assert.throws(() => build({ alarms: { durationFraction: 1.5 } }), /durationFraction/);
+  });
+
+  it('stays cdk-nag clean with the alarms and a topic', () => {
+    const h = host({ nag: true });
+    const adminSecret = new secretsmanager.Secret(h.stack, 'Admin');
+    const topic = new sns.Topic(h.stack, 'Ops', { enforceSSL: true, masterKey: new kms.Key(h.stack, 'OpsKey', { enableKeyRotation: true }) });
+    new DbSetup(h.stack, 'Setup', {
+      code: fixtureCode(),
+      vpc: h.vpc,
+      database: h.database,
+      adminSecret,
+      alarms: { topic },
+    });
+    Validations.of(adminSecret).acknowledge({ id: 'AwsSolutions-SMG4', reason: 'test: the admin secret' });
+    Validations.of(h.stack).acknowledge({ id: 'AwsSolutions-VPC7', reason: 'test VPC without flow logs' });
+    assert.deepEqual(nagViolations(h.stack), []);
   });
 });

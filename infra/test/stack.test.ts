@@ -150,6 +150,7 @@ describe('function', () => {
       'DB_SETUP_DB_HOST',
       'DB_SETUP_DB_NAME',
       'DB_SETUP_DB_PORT',
+      'DB_SETUP_METRICS_NAMESPACE',
       'DB_SETUP_RESPONSE_MODE',
       'DB_SETUP_TLS',
       'DB_SETUP_USERS',
@@ -161,6 +162,7 @@ describe('function', () => {
     ]);
     assert.equal(env.DB_SETUP_RESPONSE_MODE, 'direct');
     assert.equal(env.DB_SETUP_TLS, 'verify-full');
+    assert.equal(env.DB_SETUP_METRICS_NAMESPACE, 'DbSetup');
     assert.equal(flatten(env.DB_SETUP_DB_HOST), `<${id(stack.database)}.Endpoint.Address>`);
     assert.equal(env.DB_SETUP_DB_PORT, '5432');
     assert.equal(env.DB_SETUP_DB_NAME, 'app');

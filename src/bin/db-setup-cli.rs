@@ -4,6 +4,7 @@
 //! `db-setup-cli --help` (and `db-setup-cli COMMAND --help`) tells the
 //! commands, options, environment fallbacks and exit codes. Reports go to
 //! stdout (JSON, or Markdown for `plan --format markdown`), logs to stderr.
+//! `baseline` and `repair` change the history only with `--confirm`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ use db_setup::migrate::{
     MigrateError, MigrationSet, Migrator, RunOptions, SourceErrors, StatusReport, TransactionMode,
 };
 use db_setup::redacted::SecretString;
+use db_setup::verify::Spec;
 use tokio_postgres::config::{Host, SslMode};
 
 /// What the exit codes mean (shown by `--help`).
@@ -75,6 +77,39 @@ enum Command {
         /// `json` (the report) or `markdown` (for a pull-request comment).
         #[arg(long, value_enum, default_value_t = Format::Json)]
         format: Format,
+    },
+    /// Records the migrations up to `--to` as applied without running them (a
+    /// database another tool migrated); changes the history only with `--confirm`.
+    #[command(after_help = EXIT_CODES)]
+    Baseline {
+        #[command(flatten)]
+        source: Source,
+        #[command(flatten)]
+        run: Run,
+        /// Record them even though objects they create are missing (the report says so).
+        #[arg(long)]
+        force: bool,
+        /// Change the history; without it, print what would change.
+        #[arg(long)]
+        confirm: bool,
+    },
+    /// Records the current checksum of named applied files and forgets the rows of
+    /// named migrations whose files are gone; changes the history only with `--confirm`.
+    #[command(after_help = EXIT_CODES)]
+    Repair {
+        #[command(flatten)]
+        source: Source,
+        #[command(flatten)]
+        run: Run,
+        /// An applied migration whose edited file is known to be harmless.
+        #[arg(long = "accept-checksum", value_name = "MIGRATION")]
+        accept_checksums: Vec<String>,
+        /// A recorded migration whose file is gone.
+        #[arg(long, value_name = "MIGRATION")]
+        forget: Vec<String>,
+        /// Change the history; without it, print what would change.
+        #[arg(long)]
+        confirm: bool,
     },
 }
 
@@ -223,7 +258,9 @@ async fn run(command: Command) -> Result<(Output, u8), CliError> {
     let (source, run) = match &command {
         Command::Migrate { source, run }
         | Command::Status { source, run, .. }
-        | Command::Plan { source, run, .. } => (source, run),
+        | Command::Plan { source, run, .. }
+        | Command::Baseline { source, run, .. }
+        | Command::Repair { source, run, .. } => (source, run),
     };
     let (target, mode) = target_from_url(&source.database_url)?;
     let tls = Tls::from_config(mode, source.ca_file.as_deref())?;
@@ -253,6 +290,37 @@ async fn run(command: Command) -> Result<(Output, u8), CliError> {
                 Format::Json => (json(serde_json::to_value(plan))?, 0),
                 Format::Markdown => (Output::Text(plan.to_markdown()), 0),
             }
+        }
+        Command::Baseline {
+            run,
+            force,
+            confirm,
+            ..
+        } => {
+            let Some(to) = run.to else {
+                return Err(MigrateError::Refused {
+                    action: "baseline",
+                    problems: vec!["pass --to: the last migration the schema already has".into()],
+                }
+                .into());
+            };
+            let spec = Spec::embedded().map_err(|e| MigrateError::Refused {
+                action: "baseline",
+                problems: vec![e.to_string()],
+            })?;
+            let report = migrator.baseline(&set, &spec, &to, force, confirm).await?;
+            (json(serde_json::to_value(report))?, 0)
+        }
+        Command::Repair {
+            accept_checksums,
+            forget,
+            confirm,
+            ..
+        } => {
+            let report = migrator
+                .repair(&set, &accept_checksums, &forget, confirm)
+                .await?;
+            (json(serde_json::to_value(report))?, 0)
         }
     })
 }
@@ -390,6 +458,9 @@ mod tests {
             held_back: Vec::new(),
             lock_holder: None,
             invalid_indexes: Vec::new(),
+            other_histories: Vec::new(),
+            advice: Vec::new(),
+            repair: None,
         };
         assert_eq!(status_code(&status), 0);
         status.pending.push(PendingMigration {

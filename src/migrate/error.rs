@@ -309,6 +309,14 @@ pub enum MigrateError {
     /// The history table has a row that cannot be read.
     #[error(transparent)]
     History(#[from] UnreadableRow),
+    /// A history change (`baseline`, `repair`) was refused; nothing was changed.
+    #[error("{action} refused, nothing was changed: {}", .problems.join("; "))]
+    Refused {
+        /// `baseline` or `repair`.
+        action: &'static str,
+        /// Every reason, each naming the migration or object.
+        problems: Vec<String>,
+    },
     /// A bookkeeping query failed (lock, history read, unlock).
     #[error("{step} failed: {error}")]
     Database {

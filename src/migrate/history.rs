@@ -21,6 +21,19 @@ pub const CREATE_TABLE: &str = r#"CREATE TABLE IF NOT EXISTS "public"."pgmigrati
 /// Adds this tool's nullable bookkeeping columns.
 pub const ADD_COLUMNS: &str = r#"ALTER TABLE "public"."pgmigrations" ADD COLUMN IF NOT EXISTS checksum varchar(64), ADD COLUMN IF NOT EXISTS execution_ms double precision"#;
 
+/// What makes the table ready for this tool's rows, given its state:
+/// created if missing, this tool's columns added if absent.
+pub fn prepare_statements(state: TableState) -> Vec<String> {
+    let mut prepare = Vec::new();
+    if state == TableState::Missing {
+        prepare.push(CREATE_TABLE.to_string());
+    }
+    if state != TableState::Tracked {
+        prepare.push(ADD_COLUMNS.to_string());
+    }
+    prepare
+}
+
 /// Two boolean columns describing the table: does it exist, does it have
 /// this tool's columns. Meant to be selected beside other values so the
 /// check costs no round trip of its own.

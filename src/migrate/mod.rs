@@ -7,9 +7,11 @@
 
 pub mod error;
 pub mod files;
+pub mod foreign;
 pub mod hash;
 pub mod history;
 pub mod lock;
+pub mod maintain;
 pub mod options;
 pub mod parse;
 pub mod plan;

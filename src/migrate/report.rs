@@ -5,8 +5,10 @@
 
 use serde::Serialize;
 
+use super::foreign::ForeignHistory;
 use super::history::TableState;
 use super::lock::LockHolder;
+use super::maintain::RepairHint;
 use super::options::TransactionMode;
 use super::plan::{AppliedMigration, Problem};
 
@@ -96,6 +98,14 @@ pub struct StatusReport {
     pub lock_holder: Option<LockHolder>,
     /// Invalid indexes (left by a failed concurrent build).
     pub invalid_indexes: Vec<String>,
+    /// Other migration tools' history tables found (Prisma, Drizzle, Knex,
+    /// node-pg-migrate in another schema, a custom runner).
+    pub other_histories: Vec<ForeignHistory>,
+    /// What to do about what was found, in sentences (adopting another
+    /// tool's database, a repair).
+    pub advice: Vec<String>,
+    /// The `repair` that would clear the problems it can clear.
+    pub repair: Option<RepairHint>,
 }
 
 /// What a migrate would do, and what it would refuse: the answer to `plan`,
@@ -115,6 +125,10 @@ pub struct PlanReport {
     pub checksums_to_record: Vec<String>,
     /// Who holds the migration lock now (a migrate would wait for it).
     pub lock_holder: Option<LockHolder>,
+    /// The `repair` that would clear the problems it can clear.
+    pub repair: Option<RepairHint>,
+    /// What to do about what was found, in sentences.
+    pub advice: Vec<String>,
 }
 
 impl From<StatusReport> for PlanReport {
@@ -125,6 +139,8 @@ impl From<StatusReport> for PlanReport {
             problems: status.problems,
             checksums_to_record: status.checksums_not_recorded,
             lock_holder: status.lock_holder,
+            repair: status.repair,
+            advice: status.advice,
         }
     }
 }
@@ -197,6 +213,9 @@ impl PlanReport {
                 names(&self.checksums_to_record)
             ));
         }
+        for advice in &self.advice {
+            md.push_str(&format!("\n> {advice}\n"));
+        }
         if let Some(holder) = &self.lock_holder {
             md.push_str(&format!(
                 "\nThe migration lock is held now ({holder}): a migrate would wait for it.\n"
@@ -236,6 +255,9 @@ mod tests {
             held_back: vec!["005_e".into()],
             lock_holder: None,
             invalid_indexes: Vec::new(),
+            other_histories: Vec::new(),
+            advice: Vec::new(),
+            repair: None,
         }
     }
 

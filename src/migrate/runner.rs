@@ -117,32 +117,12 @@ fn invalid_index_rows(messages: &[SimpleQueryMessage]) -> Vec<InvalidIndex> {
         .collect()
 }
 
-/// The names a migration's SQL mentions (unquoted ones folded to lower
-/// case, as PostgreSQL folds them).
-fn mentioned_names(m: &Migration) -> std::collections::HashSet<String> {
-    let body = m.sql();
-    sql::tokenize(body)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|t| {
-            let text = t.text(body);
-            match t.kind {
-                sql::TokenKind::Word => Some(text.to_ascii_lowercase()),
-                sql::TokenKind::QuotedIdent if text.len() >= 2 && text.starts_with('"') => {
-                    Some(text[1..text.len() - 1].replace("\"\"", "\""))
-                }
-                _ => None,
-            }
-        })
-        .collect()
-}
-
 /// The invalid indexes a no-transaction migration is answerable for: those
 /// that appeared while it ran, and older ones it names (a leftover that its
 /// `CREATE INDEX CONCURRENTLY IF NOT EXISTS` would skip over). Not those
 /// another session is building at this moment, nor unrelated old ones.
 fn indexes_left_by(m: &Migration, before: &[InvalidIndex], after: &[InvalidIndex]) -> Vec<String> {
-    let names = mentioned_names(m);
+    let names = sql::mentioned_names(m.sql());
     after
         .iter()
         .filter(|i| !i.built_by_another_session)
@@ -218,7 +198,7 @@ impl<'c> Migrator<'c> {
 
     /// Takes the lock (polling `pg_try_advisory_lock` until `lock_wait`) and
     /// reads the history table's state in the same round trip.
-    async fn acquire_lock(&self) -> Result<(TableState, Duration), MigrateError> {
+    pub(super) async fn acquire_lock(&self) -> Result<(TableState, Duration), MigrateError> {
         let probe = format!(
             "SELECT {}, {}",
             lock::try_lock_expr(),
@@ -271,20 +251,9 @@ impl<'c> Migrator<'c> {
         waited: Duration,
         started: Instant,
     ) -> Result<RunReport, MigrateError> {
-        let mut prepare = Vec::new();
-        if table == TableState::Missing {
-            prepare.push(history::CREATE_TABLE.to_string());
-        }
-        if table != TableState::Tracked {
-            prepare.push(history::ADD_COLUMNS.to_string());
-        }
+        let mut prepare = history::prepare_statements(table);
         prepare.push(history::select_sql(TableState::Tracked));
-        let messages = self
-            .client
-            .simple_query(&prepare.join("; "))
-            .await
-            .map_err(|e| MigrateError::database("reading pgmigrations", &e))?;
-        let applied = history::read_rows(&messages)?;
+        let applied = self.read_prepared(&prepare).await?;
         let plan = plan::plan(&applied, set.migrations(), self.options.up_to.as_deref())?;
         info!(
             already_applied = plan.already_applied,
@@ -325,6 +294,20 @@ impl<'c> Migrator<'c> {
             "migrations done"
         );
         Ok(report)
+    }
+
+    /// Runs `statements` (table preparation, ending with a history read)
+    /// in one round trip and reads the history rows.
+    pub(super) async fn read_prepared(
+        &self,
+        statements: &[String],
+    ) -> Result<Vec<super::plan::AppliedMigration>, MigrateError> {
+        let messages = self
+            .client
+            .simple_query(&statements.join("; "))
+            .await
+            .map_err(|e| MigrateError::database("reading pgmigrations", &e))?;
+        Ok(history::read_rows(&messages)?)
     }
 
     async fn run_steps(&self, plan: &Plan<'_>) -> Result<Vec<AppliedStep>, MigrateError> {

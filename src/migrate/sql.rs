@@ -95,6 +95,26 @@ fn is_ident_char(b: u8) -> bool {
     is_ident_start(b) || b.is_ascii_digit() || b == b'$'
 }
 
+/// The names a script mentions: its words folded to lower case (as
+/// PostgreSQL folds unquoted names) and its quoted identifiers as written.
+/// An unreadable script mentions nothing.
+pub fn mentioned_names(body: &str) -> std::collections::HashSet<String> {
+    tokenize(body)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|t| {
+            let text = t.text(body);
+            match t.kind {
+                TokenKind::Word => Some(text.to_ascii_lowercase()),
+                TokenKind::QuotedIdent if text.len() >= 2 && text.starts_with('"') => {
+                    Some(text[1..text.len() - 1].replace("\"\"", "\""))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 /// Splits `script` into tokens. Whitespace is dropped.
 pub fn tokenize(script: &str) -> Result<Vec<Token>, LexError> {
     let bytes = script.as_bytes();

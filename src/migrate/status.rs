@@ -1,12 +1,11 @@
 //! `status` and `plan`: the state of a database against the migrations,
 //! read only (no lock taken, nothing written).
 
-use tokio_postgres::SimpleQueryMessage;
-
 use super::MigrationSet;
 use super::error::MigrateError;
-use super::history::{self, TableState};
+use super::foreign;
 use super::lock;
+use super::maintain::RepairHint;
 use super::plan::{self, Step, steps};
 use super::report::{PendingMigration, PlannedStep, StatusReport, StepKind};
 use super::runner::Migrator;
@@ -15,28 +14,7 @@ impl Migrator<'_> {
     /// Reads the state of the database against `set`: history, pending,
     /// problems, the lock holder. Takes no lock and writes nothing.
     pub async fn status(&self, set: &MigrationSet) -> Result<StatusReport, MigrateError> {
-        let messages = self
-            .client
-            .simple_query(&format!("SELECT {}", history::STATE_COLUMNS))
-            .await
-            .map_err(|e| MigrateError::database("checking pgmigrations", &e))?;
-        let table = messages
-            .iter()
-            .find_map(|m| match m {
-                SimpleQueryMessage::Row(r) => Some(TableState::from_flags(r.get(0), r.get(1))),
-                _ => None,
-            })
-            .unwrap_or(TableState::Missing);
-        let applied = if table == TableState::Missing {
-            Vec::new()
-        } else {
-            let rows = self
-                .client
-                .simple_query(&history::select_sql(table))
-                .await
-                .map_err(|e| MigrateError::database("reading pgmigrations", &e))?;
-            history::read_rows(&rows)?
-        };
+        let (table, applied) = self.read_history().await?;
         let recorded: std::collections::HashSet<&str> =
             applied.iter().map(|r| r.name.as_str()).collect();
         let pending = set
@@ -78,7 +56,18 @@ impl Migrator<'_> {
                 }
                 Err(e) => (e.0, None, Vec::new()),
             };
+        let other_histories = foreign::find(self.client)
+            .await
+            .map_err(|e| MigrateError::database("looking for other tools' history tables", &e))?;
+        let mut advice: Vec<String> = other_histories.iter().map(|h| h.advice()).collect();
+        let repair = RepairHint::from_problems(&problems);
+        if let Some(hint) = &repair {
+            advice.push(hint.advice());
+        }
         Ok(StatusReport {
+            other_histories,
+            advice,
+            repair,
             embedded: set.migrations().len(),
             history_table: table,
             applied,

@@ -110,6 +110,87 @@ impl Spec {
     pub fn embedded() -> Result<Spec, SpecError> {
         serde_json::from_str(EXPECTED).map_err(|e| SpecError(e.to_string()))
     }
+
+    /// The declared items that the migration scripts `scripts` create, so that
+    /// `baseline` can check a part of the set: an item belongs to them when
+    /// they mention its name (words folded as PostgreSQL folds them), a
+    /// table's columns when they mention the column too, a seed row when
+    /// one script mentions its table and inserts. The ownership is derived
+    /// rather than declared in `expected.json`, so it cannot go stale when a
+    /// migration is added; a name reused by a later migration (a column
+    /// `metadata` added to another table) can only make the check stricter,
+    /// never hide a missing object (`force` overrides).
+    pub fn created_by(&self, scripts: &[&str]) -> Spec {
+        let per_script: Vec<_> = scripts
+            .iter()
+            .map(|s| crate::migrate::sql::mentioned_names(s))
+            .collect();
+        let all: BTreeSet<&str> = per_script
+            .iter()
+            .flat_map(|n| n.iter().map(String::as_str))
+            .collect();
+        let has = |name: &str| all.contains(name);
+        Spec {
+            extensions: self
+                .extensions
+                .iter()
+                .filter(|e| has(&e.name))
+                .cloned()
+                .collect(),
+            tables: self
+                .tables
+                .iter()
+                .filter(|t| has(&t.name))
+                .map(|t| TableSpec {
+                    name: t.name.clone(),
+                    columns: t.columns.iter().filter(|c| has(c)).cloned().collect(),
+                })
+                .collect(),
+            indexes: self
+                .indexes
+                .iter()
+                .filter(|i| has(&i.name))
+                .cloned()
+                .collect(),
+            constraints: self
+                .constraints
+                .iter()
+                .filter(|c| has(&c.name))
+                .cloned()
+                .collect(),
+            enums: self
+                .enums
+                .iter()
+                .filter(|e| has(&e.name))
+                .cloned()
+                .collect(),
+            rows: self
+                .rows
+                .iter()
+                .filter(|r| {
+                    per_script
+                        .iter()
+                        .any(|n| n.contains("insert") && n.contains(&r.table))
+                })
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// How many items it declares.
+    pub fn len(&self) -> usize {
+        self.extensions.len()
+            + self.tables.len()
+            + self.indexes.len()
+            + self.constraints.len()
+            + self.enums.len()
+            + self.rows.len()
+    }
+
+    /// True when it declares nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// How an item compares.
@@ -579,5 +660,38 @@ mod tests {
             q,
             "SELECT count(*) FROM public.\"plugin_registry\" WHERE \"enabled\"::text = 'true' AND \"name\"::text = 'it''s'"
         );
+    }
+
+    #[test]
+    fn every_declared_item_belongs_to_a_migration_and_a_prefix_owns_only_its_own() {
+        let spec = Spec::embedded().unwrap();
+        let set = crate::migrate::MigrationSet::embedded().unwrap();
+        let scripts: Vec<&str> = set.migrations().iter().map(|m| m.sql()).collect();
+        let owned = spec.created_by(&scripts);
+        assert_eq!(
+            owned, spec,
+            "an item no migration creates cannot be baselined"
+        );
+        let first = spec.created_by(&scripts[..1]);
+        assert_eq!(first.extensions.len(), 1, "{first:?}");
+        assert!(first.tables.is_empty(), "{first:?}");
+        assert!(first.len() < spec.len());
+    }
+
+    #[test]
+    fn columns_and_rows_belong_to_the_scripts_that_name_them() {
+        let spec: Spec = serde_json::from_value(json!({
+            "tables": [{"name": "t", "columns": ["a", "late"]}],
+            "rows": [{"table": "t", "match": {"a": "1"}}]
+        }))
+        .unwrap();
+        let early = spec.created_by(&["CREATE TABLE t (a int)"]);
+        assert_eq!(early.tables[0].columns, vec!["a".to_string()]);
+        assert!(early.rows.is_empty());
+        let both = spec.created_by(&[
+            "CREATE TABLE t (a int)",
+            "ALTER TABLE t ADD late int; INSERT INTO t VALUES (1)",
+        ]);
+        assert_eq!(both, spec);
     }
 }

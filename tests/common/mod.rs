@@ -206,11 +206,13 @@ pub fn text(output: &Output) -> String {
 
 /// The keys of a `plan` report, from the function or the CLI (one
 /// `PlanReport`), in order.
-pub const PLAN_KEYS: [&str; 5] = [
+pub const PLAN_KEYS: [&str; 7] = [
+    "advice",
     "checksums_to_record",
     "held_back",
     "lock_holder",
     "problems",
+    "repair",
     "would_run",
 ];
 
