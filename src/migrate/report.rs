@@ -275,7 +275,9 @@ mod tests {
                 "held_back": ["005_e"],
                 "problems": [],
                 "checksums_to_record": ["001_a"],
-                "lock_holder": null
+                "lock_holder": null,
+                "repair": null,
+                "advice": []
             })
         );
         assert!(!plan.refused());
