@@ -56,6 +56,21 @@ async fn placeholder(d: &Deployment, user: &str) -> String {
     secret
 }
 
+/// A role made by hand (by a DBA, another tool) with `attributes` and
+/// `password`, and a placeholder secret for it: (the seed stack, its name,
+/// the secret).
+async fn hand_made(hint: &str, attributes: &str, password: &str) -> (Deployment, String, String) {
+    let seed = Deployment::new(StackSpec::new(hint)).await;
+    let user = unique(hint);
+    seed.db
+        .query(&format!(
+            "CREATE ROLE {user} LOGIN {attributes} PASSWORD '{password}'"
+        ))
+        .await;
+    let secret = placeholder(&seed, &user).await;
+    (seed, user, secret)
+}
+
 async fn rolpassword(d: &Deployment, role: &str) -> String {
     d.db.query(&format!(
         "SELECT coalesce(rolpassword, 'NULL') FROM pg_authid WHERE rolname = '{role}'"
@@ -430,14 +445,7 @@ async fn a_user_of_another_database_is_refused_and_keeps_its_password() {
 
 #[tokio::test]
 async fn an_existing_role_db_setup_did_not_create_needs_adopt() {
-    let seed = Deployment::new(StackSpec::new("adopt_seed")).await;
-    let user = unique("handmade");
-    seed.db
-        .query(&format!(
-            "CREATE ROLE {user} LOGIN PASSWORD 'the-dbas-password-1'"
-        ))
-        .await;
-    let secret = placeholder(&seed, &user).await;
+    let (_seed, user, secret) = hand_made("handmade", "", "the-dbas-password-1").await;
     let d = deployment(
         "adopt_no",
         json!([{"username": user, "role": "readonly", "secretId": secret}]),
@@ -479,14 +487,7 @@ async fn an_existing_role_db_setup_did_not_create_needs_adopt() {
 
 #[tokio::test]
 async fn privileged_roles_and_the_admin_are_never_application_users() {
-    let seed = Deployment::new(StackSpec::new("priv_seed")).await;
-    let powerful = unique("powerful");
-    seed.db
-        .query(&format!(
-            "CREATE ROLE {powerful} LOGIN CREATEDB PASSWORD 'the-powerful-password'"
-        ))
-        .await;
-    let secret = placeholder(&seed, &powerful).await;
+    let (seed, powerful, secret) = hand_made("powerful", "CREATEDB", "the-powerful-password").await;
     let d = deployment(
         "priv",
         json!([{"username": powerful, "role": "readwrite", "secretId": secret, "adopt": true}]),

@@ -596,6 +596,18 @@ fn needs_no_transaction(s: &Statement) -> bool {
     }
 }
 
+/// A set parsed from `(file name, content)` pairs that must be valid: for
+/// the unit tests of the modules that take parsed migrations.
+#[cfg(test)]
+pub(crate) fn test_set(files: &[(&str, &str)]) -> Vec<Migration> {
+    parse_set(
+        files
+            .iter()
+            .map(|(f, c)| (f.to_string(), c.as_bytes().to_vec())),
+    )
+    .expect("a valid test set")
+}
+
 /// Parses and orders a whole directory's files (`(file name, bytes)` pairs).
 /// Every problem is collected, so one run shows them all.
 pub fn parse_set<I>(files: I) -> Result<Vec<Migration>, SourceErrors>

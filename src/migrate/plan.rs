@@ -313,7 +313,7 @@ pub fn steps<'m>(to_run: &[&'m Migration], mode: TransactionMode) -> Vec<Step<'m
 
 #[cfg(test)]
 mod tests {
-    use super::super::parse::parse_set;
+    use super::super::parse::{parse_set, test_set as set};
     use super::*;
 
     fn files(names: &[&str]) -> Vec<Migration> {
@@ -321,15 +321,6 @@ mod tests {
             names
                 .iter()
                 .map(|n| (format!("{n}.sql"), format!("SELECT '{n}';").into_bytes())),
-        )
-        .unwrap()
-    }
-
-    fn set(files: &[(&str, &str)]) -> Vec<Migration> {
-        parse_set(
-            files
-                .iter()
-                .map(|(f, c)| (f.to_string(), c.as_bytes().to_vec())),
         )
         .unwrap()
     }

@@ -679,17 +679,8 @@ enum StepError {
 
 #[cfg(test)]
 mod tests {
-    use super::super::parse::parse_set;
+    use super::super::parse::test_set as set;
     use super::*;
-
-    fn set(files: &[(&str, &str)]) -> Vec<Migration> {
-        parse_set(
-            files
-                .iter()
-                .map(|(f, c)| (f.to_string(), c.as_bytes().to_vec())),
-        )
-        .unwrap()
-    }
 
     #[test]
     fn a_no_transaction_file_answers_for_new_invalid_indexes_and_those_it_names() {
