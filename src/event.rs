@@ -13,6 +13,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::duration::parse_duration;
+use crate::insight::{InsightOptions, MAX_TOP};
 use crate::migrate::TransactionMode;
 
 /// The longest identifier copied from a request into a response.
@@ -111,6 +113,9 @@ pub enum Action {
     },
     /// Check the schema against the declared expectations.
     Verify,
+    /// Maintenance findings (read-only): sizes, unused and invalid indexes,
+    /// vacuum, pgvector parameters, sequences, sessions, connections.
+    Insight(InsightOptions),
     /// Whether each user's secret logs in; with `ensure`, run the users step.
     Users {
         /// Run the users step (roles, then credentials) instead of only reporting.
@@ -393,16 +398,18 @@ fn parse_action(map: &Map<String, Value>, unreadable: &Unreadable) -> Result<Act
     let ensure = ensure_text
         .and_then(|e| parse_bool("ensure", &e, &mut problems))
         .unwrap_or(false);
+    let insight = insight_options(map, &mut problems);
     let action = match name {
         "status" => Some(Action::Status),
         "plan" => Some(Action::Plan { to, mode }),
         "migrate" => Some(Action::Migrate { to, mode }),
         "verify" => Some(Action::Verify),
         "users" => Some(Action::Users { ensure }),
+        "insight" => Some(Action::Insight(insight)),
         "" => None,
         other => {
             problems.push(format!(
-                "unknown action `{}`: use status, plan, migrate, verify or users",
+                "unknown action `{}`: use status, plan, migrate, verify, insight or users",
                 truncate(other, 40)
             ));
             None
@@ -415,6 +422,33 @@ fn parse_action(map: &Map<String, Value>, unreadable: &Unreadable) -> Result<Act
             reply: None,
         }),
     }
+}
+
+/// `top` (rows per category) and `long_running` (a duration) of `insight`.
+fn insight_options(map: &Map<String, Value>, problems: &mut Vec<String>) -> InsightOptions {
+    let mut options = InsightOptions::default();
+    if let Some(top) = map
+        .get("top")
+        .and_then(|v| property_text("top", v, problems))
+    {
+        match top.parse::<usize>() {
+            Ok(n) if (1..=MAX_TOP).contains(&n) => options.top = n,
+            _ => problems.push(format!(
+                "top must be a whole number from 1 to {MAX_TOP}, not `{}`",
+                truncate(&top, 40)
+            )),
+        }
+    }
+    if let Some(long) = map
+        .get("long_running")
+        .and_then(|v| property_text("long_running", v, problems))
+    {
+        match parse_duration(&long) {
+            Ok(d) => options.long_running = d,
+            Err(e) => problems.push(format!("long_running: {e}")),
+        }
+    }
+    options
 }
 
 fn not_an_object(what: &str) -> EventError {
@@ -708,11 +742,38 @@ mod tests {
             Request::Action(Action::Users { ensure: true })
         );
         let err = parse(&json!({"action": "drop"})).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("unknown action `drop`: use status, plan, migrate, verify or users")
-        );
+        assert!(err.to_string().contains(
+            "unknown action `drop`: use status, plan, migrate, verify, insight or users"
+        ));
         assert!(parse(&json!({"action": "plan", "mode": "x"})).is_err());
+        assert_eq!(
+            parse(&json!({"action": "insight"})).unwrap(),
+            Request::Action(Action::Insight(InsightOptions::default()))
+        );
+        assert_eq!(
+            parse(&json!({"action": "insight", "top": "25", "long_running": "5min"})).unwrap(),
+            Request::Action(Action::Insight(InsightOptions {
+                top: 25,
+                long_running: std::time::Duration::from_secs(300)
+            }))
+        );
+        for (bad, why) in [
+            (
+                json!({"action": "insight", "top": 0}),
+                "top must be a whole number from 1 to 1000, not `0`",
+            ),
+            (
+                json!({"action": "insight", "top": "all"}),
+                "top must be a whole number",
+            ),
+            (
+                json!({"action": "insight", "long_running": "soon"}),
+                "long_running:",
+            ),
+        ] {
+            let err = parse(&bad).unwrap_err().to_string();
+            assert!(err.contains(why), "{err}");
+        }
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //!                 ├─> db        connecting: TLS, the RDS CA bundle, timeouts
 //!                 ├─> migrate   embedded set → plan (pure) → runner (PostgreSQL) → report
 //!                 ├─> users     role templates → SQL (pure); the credentials protocol
-//!                 └─> verify    declared schema items vs the catalog
+//!                 ├─> verify    declared schema items vs the catalog
+//!                 └─> insight   maintenance findings from the catalog and statistics views
 //!            ─> respond    the CloudFormation response (≤ 4096 bytes) and its delivery
 //! ```
 //! [`work`] ties the boundaries together for the handler.
@@ -23,6 +24,7 @@ pub mod duration;
 pub mod error;
 pub mod event;
 pub mod handler;
+pub mod insight;
 pub mod migrate;
 pub mod pg;
 pub mod redacted;

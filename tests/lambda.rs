@@ -426,7 +426,7 @@ async fn manual_actions_report_in_json() {
         unknown.error()["errorMessage"]
             .as_str()
             .unwrap()
-            .contains("use status, plan, migrate, verify or users")
+            .contains("use status, plan, migrate, verify, insight or users")
     );
     d.scan().await;
 }

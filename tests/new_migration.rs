@@ -46,7 +46,9 @@ fn creates_the_next_numbered_file_with_a_header_that_parses() {
         .expect("number");
     let (ok, created, err) = new_migration("add_course_tags", dir.path());
     assert!(ok, "{err}");
-    let expected = dir.path().join(format!("{:03}_add_course_tags.sql", last + 1));
+    let expected = dir
+        .path()
+        .join(format!("{:03}_add_course_tags.sql", last + 1));
     assert_eq!(Path::new(&created), expected);
     let header = std::fs::read_to_string(&expected).expect("created");
     for word in ["no-transaction", "statement-timeout=", "lock-timeout="] {

@@ -5,6 +5,7 @@
 //! db-setup-cli <migrate|status|plan> [--database-url URL] [--dir DIR]
 //!              [--mode batch|each] [--to MIGRATION] [--lock-wait 60s]
 //!              [--lock-timeout 5s] [--statement-timeout 5min] [--ca-file PEM]
+//! db-setup-cli insight [--database-url URL] [--ca-file PEM] [--top N] [--long-running 1min]
 //! ```
 //! The URL defaults to `$DATABASE_URL`; `sslmode=disable` in it means
 //! plaintext, anything else verified TLS. Without `--dir` the migrations
@@ -19,7 +20,9 @@ use std::str::FromStr;
 use db_setup::db::{self, ConnectOptions, Target, Tls, TlsMode};
 use db_setup::defaults;
 use db_setup::duration::parse_duration;
+use db_setup::insight::{InsightOptions, MAX_TOP};
 use db_setup::migrate::{MigrateError, MigrationSet, Migrator, RunOptions};
+use db_setup::pg::ServerError;
 use db_setup::redacted::SecretString;
 use tokio_postgres::config::{Host, SslMode};
 
@@ -141,6 +144,63 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     report.map_err(|e| e.to_string())
 }
 
+/// `insight`'s arguments.
+struct InsightArgs {
+    url: Option<String>,
+    ca_file: Option<PathBuf>,
+    options: InsightOptions,
+}
+
+fn parse_insight(mut raw: impl Iterator<Item = String>) -> Result<InsightArgs, String> {
+    let usage = "usage: db-setup-cli insight [--database-url URL] [--ca-file PEM] [--top N] [--long-running DUR]";
+    let mut args = InsightArgs {
+        url: std::env::var("DATABASE_URL").ok(),
+        ca_file: None,
+        options: InsightOptions::default(),
+    };
+    while let Some(flag) = raw.next() {
+        let mut value = || raw.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--database-url" => args.url = Some(value()?),
+            "--ca-file" => args.ca_file = Some(PathBuf::from(value()?)),
+            "--top" => {
+                args.options.top = value()?
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_TOP).contains(n))
+                    .ok_or_else(|| format!("--top must be a whole number from 1 to {MAX_TOP}"))?
+            }
+            "--long-running" => args.options.long_running = parse_duration(&value()?)?,
+            other => return Err(format!("unknown option `{other}`\n{usage}")),
+        }
+    }
+    Ok(args)
+}
+
+/// `insight`: the maintenance report of the function's `insight` action.
+async fn insight(args: InsightArgs) -> Result<serde_json::Value, String> {
+    let url = args
+        .url
+        .ok_or("no database: pass --database-url or set DATABASE_URL")?;
+    let (target, mode) = target_from_url(&url)?;
+    let ca = match &args.ca_file {
+        Some(path) => Some((
+            path.display().to_string(),
+            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        )),
+        None => None,
+    };
+    let tls = Tls::new(mode, ca.as_ref().map(|(n, p)| (n.as_str(), p.as_str())))
+        .map_err(|e| e.to_string())?;
+    let connection = db::connect(&target, &tls, &ConnectOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let report = db_setup::insight::insight(connection.client(), &args.options)
+        .await
+        .map_err(|e| ServerError::from_pg(&e).to_string())?;
+    serde_json::to_value(report).map_err(|e| e.to_string())
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -150,13 +210,18 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let result = parse_args(std::env::args().skip(1)).and_then(|args| {
+    let runtime = || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| e.to_string())?
-            .block_on(run(args))
-    });
+            .map_err(|e| e.to_string())
+    };
+    let mut raw = std::env::args().skip(1).peekable();
+    let result = if raw.peek().map(String::as_str) == Some("insight") {
+        parse_insight(raw.skip(1)).and_then(|args| runtime()?.block_on(insight(args)))
+    } else {
+        parse_args(raw).and_then(|args| runtime()?.block_on(run(args)))
+    };
     match result {
         Ok(report) => {
             let mut out = std::io::stdout().lock();
@@ -208,6 +273,23 @@ mod tests {
                 .err()
                 .unwrap()
                 .contains("batch or each")
+        );
+        let insight = |v: &[&str]| parse_insight(v.iter().map(|s| s.to_string()));
+        let ok = insight(&["--top", "5", "--long-running", "30s"])
+            .ok()
+            .unwrap();
+        assert_eq!((ok.options.top, ok.options.long_running.as_secs()), (5, 30));
+        assert!(
+            insight(&["--top", "0"])
+                .err()
+                .unwrap()
+                .contains("from 1 to")
+        );
+        assert!(
+            insight(&["--mode", "each"])
+                .err()
+                .unwrap()
+                .contains("unknown option")
         );
         assert!(
             args(&["migrate", "--dir"])
