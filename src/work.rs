@@ -17,7 +17,7 @@ use crate::secrets::{AWSCURRENT, SecretStore, SecretsError, parse_rds_secret};
 use crate::users::apply::{self, Site, UserOutcome};
 use crate::users::credentials;
 use crate::users::database::PgUsers;
-use crate::verify::{self, Spec};
+use crate::verify::{self, Spec, catalog};
 
 /// The admin connection's target and the admin secret's ARN.
 struct Admin {
@@ -228,75 +228,89 @@ impl<S: SecretStore + 'static> LiveWork<S> {
         let to_json = |v: Result<Value, serde_json::Error>| {
             v.unwrap_or_else(|e| json!({ "error": e.to_string() }))
         };
-        let report =
-            match action {
-                Action::Status => {
-                    progress.step("reading the migration status");
-                    let status = Migrator::new(client, self.run_options(None, None))
-                        .status(&self.migrations)
-                        .await?;
-                    to_json(serde_json::to_value(status))
-                }
-                Action::Plan { to, mode } => {
-                    progress.step("planning");
-                    let status = Migrator::new(client, self.run_options(mode, to))
-                        .status(&self.migrations)
-                        .await?;
-                    json!({
-                        "would_run": status.plan,
-                        "held_back": status.held_back,
-                        "problems": status.problems,
-                        "checksums_to_record": status.checksums_not_recorded,
-                        "lock_holder": status.lock_holder,
-                    })
-                }
-                Action::Migrate { to, mode } => {
-                    progress.step("migrating");
-                    let report = Migrator::new(client, self.run_options(mode, to))
-                        .migrate(&self.migrations)
-                        .await?;
-                    to_json(serde_json::to_value(report))
-                }
-                Action::Verify => {
-                    progress.step("verifying the schema");
-                    let report = verify::verify(client, &self.spec).await.map_err(|e| {
-                        SetupError::Database {
-                            step: "verifying the schema",
-                            error: ServerError::from_pg(&e),
-                        }
-                    })?;
-                    to_json(serde_json::to_value(report))
-                }
-                Action::Insight(options) => {
-                    progress.step("reading the catalog and statistics views");
-                    let report = insight::insight(client, &options).await.map_err(|e| {
-                        SetupError::Database {
+        let report = match action {
+            Action::Status => {
+                progress.step("reading the migration status");
+                let status = Migrator::new(client, self.run_options(None, None))
+                    .status(&self.migrations)
+                    .await?;
+                to_json(serde_json::to_value(status))
+            }
+            Action::Plan { to, mode } => {
+                progress.step("planning");
+                let status = Migrator::new(client, self.run_options(mode, to))
+                    .status(&self.migrations)
+                    .await?;
+                json!({
+                    "would_run": status.plan,
+                    "held_back": status.held_back,
+                    "problems": status.problems,
+                    "checksums_to_record": status.checksums_not_recorded,
+                    "lock_holder": status.lock_holder,
+                })
+            }
+            Action::Migrate { to, mode } => {
+                progress.step("migrating");
+                let report = Migrator::new(client, self.run_options(mode, to))
+                    .migrate(&self.migrations)
+                    .await?;
+                to_json(serde_json::to_value(report))
+            }
+            Action::Verify => {
+                progress.step("verifying the schema");
+                let database = |step| {
+                    move |e: tokio_postgres::Error| SetupError::Database {
+                        step,
+                        error: ServerError::from_pg(&e),
+                    }
+                };
+                let report = verify::verify(client, &self.spec)
+                    .await
+                    .map_err(database("verifying the schema"))?;
+                progress.step("comparing the catalog with the migrations' (drift)");
+                let reference = catalog::embedded().map_err(|e| {
+                    SetupError::Startup(format!("src/verify/catalog.json is invalid: {e}"))
+                })?;
+                let prefix =
+                    apply::prefix(self.config.role_prefix.as_deref(), &admin.target.dbname)?;
+                let live = catalog::capture(client, &prefix)
+                    .await
+                    .map_err(database("reading the catalog for drift"))?;
+                to_json(serde_json::to_value(
+                    report.with_drift(catalog::diff(&reference, &live)),
+                ))
+            }
+            Action::Insight(options) => {
+                progress.step("reading the catalog and statistics views");
+                let report =
+                    insight::insight(client, &options)
+                        .await
+                        .map_err(|e| SetupError::Database {
                             step: "reading maintenance insight",
                             error: ServerError::from_pg(&e),
+                        })?;
+                to_json(serde_json::to_value(report))
+            }
+            Action::Users { ensure: true } => {
+                let reports = self.ensure_users(client, &admin, &progress).await?;
+                json!({ "users": reports })
+            }
+            Action::Users { ensure: false } => {
+                let user_db = self.user_db(&admin, client);
+                let mut statuses = Vec::new();
+                for user in &self.config.users {
+                    progress.step(format!("checking {}", user.username));
+                    statuses.push(match user.secret_id() {
+                        Some(id) => {
+                            json!(credentials::status(&self.secrets, &user_db, user, id).await)
                         }
-                    })?;
-                    to_json(serde_json::to_value(report))
-                }
-                Action::Users { ensure: true } => {
-                    let reports = self.ensure_users(client, &admin, &progress).await?;
-                    json!({ "users": reports })
-                }
-                Action::Users { ensure: false } => {
-                    let user_db = self.user_db(&admin, client);
-                    let mut statuses = Vec::new();
-                    for user in &self.config.users {
-                        progress.step(format!("checking {}", user.username));
-                        statuses.push(match user.secret_id() {
-                            Some(id) => {
-                                json!(credentials::status(&self.secrets, &user_db, user, id).await)
-                            }
-                            None => json!({"username": user.username, "auth": "iam",
+                        None => json!({"username": user.username, "auth": "iam",
                                        "problem": null}),
-                        });
-                    }
-                    json!({ "users": statuses })
+                    });
                 }
-            };
+                json!({ "users": statuses })
+            }
+        };
         progress.finish();
         info!("action done");
         Ok(report)

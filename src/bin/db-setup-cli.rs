@@ -6,6 +6,8 @@
 //!              [--mode batch|each] [--to MIGRATION] [--lock-wait 60s]
 //!              [--lock-timeout 5s] [--statement-timeout 5min] [--ca-file PEM]
 //! db-setup-cli insight [--database-url URL] [--ca-file PEM] [--top N] [--long-running 1min]
+//! db-setup-cli verify [--database-url URL] [--prefix P]   (declared items + drift)
+//! db-setup-cli catalog --database-url URL-OF-AN-EMPTY-DATABASE --prefix P   (make catalog)
 //! ```
 //! The URL defaults to `$DATABASE_URL`; `sslmode=disable` in it means
 //! plaintext, anything else verified TLS. Without `--dir` the migrations
@@ -201,6 +203,74 @@ async fn insight(args: InsightArgs) -> Result<serde_json::Value, String> {
     serde_json::to_value(report).map_err(|e| e.to_string())
 }
 
+/// `verify`: the function's `verify` action (declared items and drift from
+/// the migrations' catalog); `--prefix` is the group roles' prefix (default:
+/// the one the users step derives from the database name).
+async fn verify(raw: Vec<String>) -> Result<serde_json::Value, String> {
+    use db_setup::verify::{self, Spec, catalog};
+    let usage = "usage: db-setup-cli verify [--database-url URL] [--prefix PREFIX]";
+    let (mut url, mut prefix) = (std::env::var("DATABASE_URL").ok(), None);
+    let mut raw = raw.into_iter();
+    while let Some(flag) = raw.next() {
+        let value = raw.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--database-url" => url = Some(value),
+            "--prefix" => prefix = Some(value),
+            other => return Err(format!("unknown option `{other}`\n{usage}")),
+        }
+    }
+    let url = url.ok_or("no database: pass --database-url or set DATABASE_URL")?;
+    let (target, mode) = target_from_url(&url)?;
+    let tls = Tls::new(mode, None).map_err(|e| e.to_string())?;
+    let connection = db::connect(&target, &tls, &ConnectOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let client = connection.client();
+    let failed = |e: tokio_postgres::Error| ServerError::from_pg(&e).to_string();
+    let spec = Spec::embedded().map_err(|e| e.to_string())?;
+    let report = verify::verify(client, &spec).await.map_err(failed)?;
+    let prefix = db_setup::users::apply::prefix(prefix.as_deref(), &target.dbname)
+        .map_err(|e| e.to_string())?;
+    let live = catalog::capture(client, &prefix).await.map_err(failed)?;
+    let reference = catalog::embedded().map_err(|e| e.to_string())?;
+    serde_json::to_value(report.with_drift(catalog::diff(&reference, &live)))
+        .map_err(|e| e.to_string())
+}
+
+/// `catalog`: applies the embedded migrations to the (empty) database of
+/// `--database-url`, grants the group roles `<prefix>_<template>` their
+/// privileges and prints the catalog as src/verify/catalog.json holds it.
+async fn catalog(raw: Vec<String>) -> Result<String, String> {
+    let usage = "usage: db-setup-cli catalog --database-url URL --prefix PREFIX";
+    let (mut url, mut prefix) = (None, None);
+    let mut raw = raw.into_iter();
+    while let Some(flag) = raw.next() {
+        let value = raw.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--database-url" => url = Some(value),
+            "--prefix" => prefix = Some(value),
+            other => return Err(format!("unknown option `{other}`\n{usage}")),
+        }
+    }
+    let (url, prefix) = url.zip(prefix).ok_or(usage)?;
+    let (target, mode) = target_from_url(&url)?;
+    let tls = Tls::new(mode, None).map_err(|e| e.to_string())?;
+    let connection = db::connect(&target, &tls, &ConnectOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let set = MigrationSet::embedded().map_err(|e| e.to_string())?;
+    let snapshot = db_setup::verify::catalog::reference(
+        connection.client(),
+        &set,
+        &prefix,
+        &target.dbname,
+        &target.user,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(db_setup::verify::catalog::to_file(&snapshot))
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -219,6 +289,19 @@ fn main() -> ExitCode {
     let mut raw = std::env::args().skip(1).peekable();
     let result = if raw.peek().map(String::as_str) == Some("insight") {
         parse_insight(raw.skip(1)).and_then(|args| runtime()?.block_on(insight(args)))
+    } else if raw.peek().map(String::as_str) == Some("verify") {
+        runtime().and_then(|rt| rt.block_on(verify(raw.skip(1).collect())))
+    } else if raw.peek().map(String::as_str) == Some("catalog") {
+        return match runtime().and_then(|rt| rt.block_on(catalog(raw.skip(1).collect()))) {
+            Ok(text) => match std::io::stdout().lock().write_all(text.as_bytes()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            },
+            Err(message) => {
+                let _ = writeln!(std::io::stderr(), "db-setup-cli: {message}");
+                ExitCode::FAILURE
+            }
+        };
     } else {
         parse_args(raw).and_then(|args| runtime()?.block_on(run(args)))
     };
