@@ -179,13 +179,15 @@ fn parse_insight(mut raw: impl Iterator<Item = String>) -> Result<InsightArgs, S
     Ok(args)
 }
 
-/// `insight`: the maintenance report of the function's `insight` action.
-async fn insight(args: InsightArgs) -> Result<serde_json::Value, String> {
-    let url = args
-        .url
-        .ok_or("no database: pass --database-url or set DATABASE_URL")?;
+/// Connects to the database of a URL (`DATABASE_URL` when `None`), with the
+/// CA file if given: the connection of the insight, verify and catalog commands.
+async fn connect_url(
+    url: Option<String>,
+    ca_file: Option<&std::path::Path>,
+) -> Result<(db::Connection, Target), String> {
+    let url = url.ok_or("no database: pass --database-url or set DATABASE_URL")?;
     let (target, mode) = target_from_url(&url)?;
-    let ca = match &args.ca_file {
+    let ca = match ca_file {
         Some(path) => Some((
             path.display().to_string(),
             std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
@@ -197,6 +199,12 @@ async fn insight(args: InsightArgs) -> Result<serde_json::Value, String> {
     let connection = db::connect(&target, &tls, &ConnectOptions::default())
         .await
         .map_err(|e| e.to_string())?;
+    Ok((connection, target))
+}
+
+/// `insight`: the maintenance report of the function's `insight` action.
+async fn insight(args: InsightArgs) -> Result<serde_json::Value, String> {
+    let (connection, _) = connect_url(args.url, args.ca_file.as_deref()).await?;
     let report = db_setup::insight::insight(connection.client(), &args.options)
         .await
         .map_err(|e| ServerError::from_pg(&e).to_string())?;
@@ -219,12 +227,7 @@ async fn verify(raw: Vec<String>) -> Result<serde_json::Value, String> {
             other => return Err(format!("unknown option `{other}`\n{usage}")),
         }
     }
-    let url = url.ok_or("no database: pass --database-url or set DATABASE_URL")?;
-    let (target, mode) = target_from_url(&url)?;
-    let tls = Tls::new(mode, None).map_err(|e| e.to_string())?;
-    let connection = db::connect(&target, &tls, &ConnectOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
+    let (connection, target) = connect_url(url, None).await?;
     let client = connection.client();
     let failed = |e: tokio_postgres::Error| ServerError::from_pg(&e).to_string();
     let spec = Spec::embedded().map_err(|e| e.to_string())?;
@@ -253,11 +256,7 @@ async fn catalog(raw: Vec<String>) -> Result<String, String> {
         }
     }
     let (url, prefix) = url.zip(prefix).ok_or(usage)?;
-    let (target, mode) = target_from_url(&url)?;
-    let tls = Tls::new(mode, None).map_err(|e| e.to_string())?;
-    let connection = db::connect(&target, &tls, &ConnectOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
+    let (connection, target) = connect_url(Some(url), None).await?;
     let set = MigrationSet::embedded().map_err(|e| e.to_string())?;
     let snapshot = db_setup::verify::catalog::reference(
         connection.client(),
