@@ -271,8 +271,16 @@ impl<S: SecretStore + 'static> LiveWork<S> {
                 let reference = catalog::embedded().map_err(|e| {
                     SetupError::Startup(format!("src/verify/catalog.json is invalid: {e}"))
                 })?;
-                let prefix =
-                    apply::prefix(self.config.role_prefix.as_deref(), &admin.target.dbname)?;
+                // Without a prefix (a database name it cannot be derived
+                // from), no managed role exists: their grants are not compared.
+                let prefix = apply::prefix(
+                    self.config.role_prefix.as_deref(),
+                    &admin.target.dbname,
+                )
+                .unwrap_or_else(|e| {
+                    warn!(error = %e, "no role prefix: the managed roles' grants are not compared");
+                    String::new()
+                });
                 let live = catalog::capture(client, &prefix)
                     .await
                     .map_err(database("reading the catalog for drift"))?;
