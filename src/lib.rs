@@ -12,7 +12,8 @@
 //!                 ├─> db        connecting: TLS, the RDS CA bundle, timeouts, pipelining
 //!                 ├─> migrate   embedded set → plan (pure) → runner (PostgreSQL) → report
 //!                 ├─> users     ownership (pure) · role SQL (pure) · credentials protocol · apply
-//!                 └─> verify    declared schema items vs the catalog
+//!                 ├─> verify    declared schema items and the full catalog vs the database
+//!                 └─> insight   maintenance findings from the catalog and statistics views
 //!            ─> respond    the CloudFormation response (≤ 4096 bytes) and its delivery
 //!            ─> metrics    one CloudWatch EMF record per CloudFormation request
 //! ```
@@ -26,6 +27,7 @@ pub mod duration;
 pub mod error;
 pub mod event;
 pub mod handler;
+pub mod insight;
 pub mod metrics;
 pub mod migrate;
 pub mod pg;

@@ -13,6 +13,7 @@ use crate::db::{self, ConnectOptions, Connection, Target, Tls};
 use crate::error::SetupError;
 use crate::event::{Action, CfnRequest, RequestType};
 use crate::handler::{Progress, Work};
+use crate::insight;
 use crate::migrate::{
     MigrateError, MigrationSet, Migrator, PlanReport, RunOptions, TransactionMode,
 };
@@ -22,7 +23,7 @@ use crate::secrets::{AWSCURRENT, SecretStore, SecretsError, parse_rds_secret};
 use crate::users::apply::{self, Site, UserOutcome};
 use crate::users::credentials;
 use crate::users::database::PgUsers;
-use crate::verify::{self, Spec};
+use crate::verify::{self, Spec, catalog};
 
 /// The admin connection's target and the admin secret's ARN.
 struct Admin {
@@ -274,11 +275,45 @@ impl<S: SecretStore + 'static> LiveWork<S> {
             }
             Action::Verify => {
                 progress.step("verifying the schema");
+                let database = |step| {
+                    move |e: tokio_postgres::Error| SetupError::Database {
+                        step,
+                        error: ServerError::from_pg(&e),
+                    }
+                };
+                let report = verify::verify(client, &self.spec)
+                    .await
+                    .map_err(database("verifying the schema"))?;
+                progress.step("comparing the catalog with the migrations' (drift)");
+                let reference = catalog::embedded().map_err(|e| {
+                    SetupError::Spec(verify::SpecError(format!(
+                        "src/verify/catalog.json is invalid: {e}"
+                    )))
+                })?;
+                // Without a prefix (a database name it cannot be derived
+                // from), no managed role exists: their grants are not compared.
+                let prefix = apply::prefix(
+                    self.config.role_prefix.as_deref(),
+                    &admin.target.dbname,
+                )
+                .unwrap_or_else(|e| {
+                    warn!(error = %e, "no role prefix: the managed roles' grants are not compared");
+                    String::new()
+                });
+                let live = catalog::capture(client, &prefix)
+                    .await
+                    .map_err(database("reading the catalog for drift"))?;
+                to_json(serde_json::to_value(
+                    report.with_drift(catalog::diff(&reference, &live)),
+                ))
+            }
+            Action::Insight(options) => {
+                progress.step("reading the catalog and statistics views");
                 let report =
-                    verify::verify(client, &self.spec)
+                    insight::insight(client, &options)
                         .await
                         .map_err(|e| SetupError::Database {
-                            step: "verifying the schema",
+                            step: "reading maintenance insight",
                             error: ServerError::from_pg(&e),
                         })?;
                 to_json(serde_json::to_value(report))

@@ -454,7 +454,7 @@ async fn manual_actions_report_in_json() {
         unknown.error()["errorMessage"]
             .as_str()
             .unwrap()
-            .contains("use status, plan, migrate, verify, users, baseline or repair")
+            .contains("use status, plan, migrate, verify, insight, users, baseline or repair")
     );
     d.scan().await;
 }

@@ -16,10 +16,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use db_setup::db::{self, ConnectError, ConnectOptions, Target, Tls, TlsMode, TlsSetupError};
 use db_setup::defaults;
 use db_setup::duration::parse_duration;
+use db_setup::insight::{InsightOptions, MAX_TOP};
 use db_setup::migrate::report::PlanReport;
 use db_setup::migrate::{
     MigrateError, MigrationSet, Migrator, RunOptions, SourceErrors, StatusReport, TransactionMode,
 };
+use db_setup::pg::ServerError;
 use db_setup::redacted::SecretString;
 use db_setup::verify::Spec;
 use tokio_postgres::config::{Host, SslMode};
@@ -93,6 +95,39 @@ enum Command {
         #[arg(long)]
         confirm: bool,
     },
+    /// Maintenance findings (sizes, unused and invalid indexes, vacuum, pgvector index
+    /// parameters, sequences, sessions); reads only.
+    #[command(after_help = EXIT_CODES)]
+    Insight {
+        #[command(flatten)]
+        database: Database,
+        /// Rows per category.
+        #[arg(long, value_name = "N", default_value_t = InsightOptions::default().top, value_parser = parse_top)]
+        top: usize,
+        /// A query running longer than this is reported.
+        #[arg(long, value_name = "DURATION", default_value = "1min", value_parser = parse_duration)]
+        long_running: Duration,
+    },
+    /// The declared schema items and the drift of the full catalog from what the
+    /// embedded migrations produce; reads only.
+    #[command(after_help = EXIT_CODES)]
+    Verify {
+        #[command(flatten)]
+        database: Database,
+        /// The group-role prefix (default: the database name, as the function).
+        #[arg(long, env = "DB_SETUP_ROLE_PREFIX")]
+        prefix: Option<String>,
+    },
+    /// Applies the embedded migrations and the group roles to an EMPTY database and
+    /// prints its catalog (`make catalog` writes src/verify/catalog.json with it).
+    #[command(after_help = EXIT_CODES)]
+    Catalog {
+        #[command(flatten)]
+        database: Database,
+        /// The group-role prefix to create the roles with.
+        #[arg(long)]
+        prefix: String,
+    },
     /// Records the current checksum of named applied files and forgets the rows of
     /// named migrations whose files are gone; changes the history only with `--confirm`.
     #[command(after_help = EXIT_CODES)]
@@ -111,6 +146,37 @@ enum Command {
         #[arg(long)]
         confirm: bool,
     },
+}
+
+/// Where the database is.
+#[derive(Debug, Args)]
+struct Database {
+    /// postgresql://user:password@host:port/database; `sslmode=disable` in it
+    /// means plaintext, anything else verified TLS (the RDS CAs and the system roots).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    database_url: String,
+    /// An extra PEM file of CA certificates to trust.
+    #[arg(long, env = "DB_SETUP_TLS_CA_FILE", value_name = "PEM")]
+    ca_file: Option<PathBuf>,
+}
+
+/// `--top`: rows per category of `insight`.
+fn parse_top(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=MAX_TOP).contains(&n) => Ok(n),
+        _ => Err(format!("--top must be a whole number from 1 to {MAX_TOP}")),
+    }
+}
+
+/// Connects as the URL says: the connection and where it goes.
+async fn connect(
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+) -> Result<(db::Connection, Target), CliError> {
+    let (target, mode) = target_from_url(url)?;
+    let tls = Tls::from_config(mode, ca_file)?;
+    let connection = db::connect(&target, &tls, &ConnectOptions::default()).await?;
+    Ok((connection, target))
 }
 
 /// Where the database and the migrations are.
@@ -201,6 +267,13 @@ enum CliError {
     Output(String),
 }
 
+impl CliError {
+    /// A query outside the engine failed.
+    fn database(e: tokio_postgres::Error) -> Self {
+        CliError::Output(ServerError::from_pg(&e).to_string())
+    }
+}
+
 impl From<MigrateError> for CliError {
     fn from(error: MigrateError) -> Self {
         let detail = error.server_error().and_then(|s| s.detail.clone());
@@ -255,26 +328,92 @@ enum Output {
 
 /// Runs one command: its output and exit code.
 async fn run(command: Command) -> Result<(Output, u8), CliError> {
+    match command {
+        Command::Insight {
+            database,
+            top,
+            long_running,
+        } => insight(&database, InsightOptions { top, long_running }).await,
+        Command::Verify { database, prefix } => verify(&database, prefix.as_deref()).await,
+        Command::Catalog { database, prefix } => catalog(&database, &prefix).await,
+        command => migration(command).await,
+    }
+}
+
+fn json(v: Result<serde_json::Value, serde_json::Error>) -> Result<Output, CliError> {
+    v.map(Output::Json)
+        .map_err(|e| CliError::Output(e.to_string()))
+}
+
+/// `insight`: maintenance findings.
+async fn insight(database: &Database, options: InsightOptions) -> Result<(Output, u8), CliError> {
+    let (connection, _) = connect(&database.database_url, database.ca_file.as_deref()).await?;
+    let report = db_setup::insight::insight(connection.client(), &options)
+        .await
+        .map_err(CliError::database)?;
+    Ok((json(serde_json::to_value(report))?, 0))
+}
+
+/// `verify`: the declared items and the catalog's drift.
+async fn verify(database: &Database, prefix: Option<&str>) -> Result<(Output, u8), CliError> {
+    use db_setup::verify::{self, Spec, catalog};
+    let (connection, target) = connect(&database.database_url, database.ca_file.as_deref()).await?;
+    let client = connection.client();
+    let spec = Spec::embedded().map_err(|e| CliError::Output(e.to_string()))?;
+    let report = verify::verify(client, &spec)
+        .await
+        .map_err(CliError::database)?;
+    let prefix = db_setup::users::apply::prefix(prefix, &target.dbname)
+        .map_err(|e| CliError::Output(e.to_string()))?;
+    let live = catalog::capture(client, &prefix)
+        .await
+        .map_err(CliError::database)?;
+    let reference = catalog::embedded().map_err(|e| CliError::Output(e.to_string()))?;
+    let report = report.with_drift(catalog::diff(&reference, &live));
+    Ok((json(serde_json::to_value(report))?, 0))
+}
+
+/// `catalog`: what the embedded migrations produce, for `make catalog`.
+async fn catalog(database: &Database, prefix: &str) -> Result<(Output, u8), CliError> {
+    let (connection, target) = connect(&database.database_url, database.ca_file.as_deref()).await?;
+    let set = MigrationSet::embedded()?;
+    let snapshot = db_setup::verify::catalog::reference(
+        connection.client(),
+        &set,
+        prefix,
+        &target.dbname,
+        &target.user,
+    )
+    .await
+    .map_err(|e| CliError::Output(e.to_string()))?;
+    Ok((
+        Output::Text(db_setup::verify::catalog::to_file(&snapshot)),
+        0,
+    ))
+}
+
+/// The commands that run the migration engine.
+async fn migration(command: Command) -> Result<(Output, u8), CliError> {
     let (source, run) = match &command {
         Command::Migrate { source, run }
         | Command::Status { source, run, .. }
         | Command::Plan { source, run, .. }
         | Command::Baseline { source, run, .. }
         | Command::Repair { source, run, .. } => (source, run),
+        Command::Insight { .. } | Command::Verify { .. } | Command::Catalog { .. } => {
+            return Err(CliError::Output("not a migration command".into()));
+        }
     };
-    let (target, mode) = target_from_url(&source.database_url)?;
-    let tls = Tls::from_config(mode, source.ca_file.as_deref())?;
     let set = match &source.dir {
         Some(dir) => MigrationSet::from_dir(dir),
         None => MigrationSet::embedded(),
     }?;
-    let connection = db::connect(&target, &tls, &ConnectOptions::default()).await?;
+    let (connection, _) = connect(&source.database_url, source.ca_file.as_deref()).await?;
     let migrator = Migrator::new(connection.client(), run.options());
-    let json = |v: Result<serde_json::Value, serde_json::Error>| {
-        v.map(Output::Json)
-            .map_err(|e| CliError::Output(e.to_string()))
-    };
     Ok(match command {
+        Command::Insight { .. } | Command::Verify { .. } | Command::Catalog { .. } => {
+            return Err(CliError::Output("not a migration command".into()));
+        }
         Command::Migrate { .. } => (
             json(serde_json::to_value(migrator.migrate(&set).await?))?,
             0,
@@ -474,5 +613,20 @@ mod tests {
         });
         status.plan = None;
         assert_eq!(status_code(&status), EXIT_PROBLEMS);
+    }
+
+    #[test]
+    fn insight_takes_a_bounded_top_and_a_duration() {
+        assert_eq!(parse_top("5"), Ok(5));
+        assert!(parse_top("0").unwrap_err().contains("from 1 to"));
+        assert!(parse_top("none").is_err());
+        let cli = parse(&["insight", "--top", "3", "--long-running", "30s"]).unwrap();
+        let Command::Insight {
+            top, long_running, ..
+        } = cli.command
+        else {
+            panic!("not insight")
+        };
+        assert_eq!((top, long_running), (3, Duration::from_secs(30)));
     }
 }

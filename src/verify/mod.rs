@@ -1,13 +1,17 @@
 //! What must exist after all migrations, checked against the live database
 //! item by item: the automated form of a migration guide's verification
 //! queries. The list is declared in `expected.json` (embedded); comparing it
-//! with what the catalog holds is pure ([`compare`]).
+//! with what the catalog holds is pure ([`compare`]). `expected.json` keeps
+//! what a catalog cannot say (seed rows, minimum extension versions);
+//! [`catalog`] compares every object the migrations make (drift).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio_postgres::{Client, SimpleQueryMessage};
+
+pub mod catalog;
 
 use crate::db::pipeline;
 use crate::pg::{ServerError, literal, quote_ident};
@@ -222,7 +226,7 @@ pub struct Item {
 /// The verification result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
-    /// True when every item is present.
+    /// True when every item is present and nothing drifted.
     pub ok: bool,
     /// Items present.
     pub present: usize,
@@ -232,6 +236,9 @@ pub struct VerifyReport {
     pub different: usize,
     /// Every item.
     pub items: Vec<Item>,
+    /// Every object that differs from what the migrations make
+    /// (src/verify/catalog.json): added by hand, dropped or altered.
+    pub drift: Vec<catalog::Drift>,
 }
 
 impl VerifyReport {
@@ -243,7 +250,15 @@ impl VerifyReport {
             missing: count(ItemStatus::Missing),
             different: count(ItemStatus::Different),
             items,
+            drift: Vec::new(),
         }
+    }
+
+    /// Adds the drift found; the report is `ok` only without any.
+    pub fn with_drift(mut self, drift: Vec<catalog::Drift>) -> Self {
+        self.ok &= drift.is_empty();
+        self.drift = drift;
+        self
     }
 }
 
