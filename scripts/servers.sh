@@ -67,6 +67,23 @@ reachable_pg_bin() {
   echo "$bin"
 }
 
+# Starts a PostgreSQL data directory on a free port; another process can take
+# the port between free_port and the bind, so a bind failure picks another
+# (3 tries). Prints the port.
+pg_start_on_free_port() {
+  local pg_ctl=$1 data=$2 log=$3 opts=$4 port
+  for _ in 1 2 3; do
+    port=$(free_port)
+    if as_pg "$pg_ctl" -D "$data" -l "$log" -w -t 30 -o "-h 127.0.0.1 -p $port $opts" start >/dev/null; then
+      echo "$port"
+      return 0
+    fi
+    grep -q "Address already in use" "$log" || return 1
+    log "port $port was taken before PostgreSQL bound it: another one"
+  done
+  return 1
+}
+
 wait_for_port() {
   local port=$1 what=$2
   for _ in $(seq 1 100); do
@@ -82,7 +99,6 @@ start_pg16() {
   local dir=$1 bin port password
   bin=$(pgserver_bin) || exit 1
   bin=$(reachable_pg_bin "$bin" "$dir") || exit 1
-  port=$(free_port)
   password=$(openssl rand -hex 16)
   mkdir -p "$dir/pg16"
   printf '%s\n' "$password" >"$dir/pg16/pwfile"
@@ -96,8 +112,8 @@ start_pg16() {
   { printf 'host all /_hbareject$ 127.0.0.1/32 reject\n'; cat "$dir/pg16/data/pg_hba.conf"; } >"$dir/pg16/pg_hba.conf"
   mv "$dir/pg16/pg_hba.conf" "$dir/pg16/data/pg_hba.conf"
   own_for_pg "$dir/pg16"
-  as_pg "$bin/pg_ctl" -D "$dir/pg16/data" -l "$dir/pg16/log" -w -t 30 \
-    -o "-h 127.0.0.1 -p $port -k $dir/pg16 -c max_connections=300 -c fsync=off -c shared_buffers=64MB" start >/dev/null ||
+  port=$(pg_start_on_free_port "$bin/pg_ctl" "$dir/pg16/data" "$dir/pg16/log" \
+    "-k $dir/pg16 -c max_connections=300 -c fsync=off -c shared_buffers=64MB") ||
     { cat "$dir/pg16/log" >&2; die "PostgreSQL 16 did not start"; }
   # RDS's role for IAM database authentication; here a plain stand-in.
   as_pg "$bin/psql" -X -q -h "$dir/pg16" -p "$port" -U postgres -d postgres -c "CREATE ROLE rds_iam NOLOGIN" >/dev/null ||
@@ -132,7 +148,6 @@ make_test_certs() {
 start_pg15tls() {
   local dir=$1 port password
   [ -x "$PG15_BIN/postgres" ] || die "Debian's PostgreSQL 15 is missing ($PG15_BIN): apt-get install postgresql-15"
-  port=$(free_port)
   password=$(openssl rand -hex 16)
   mkdir -p "$dir/pg15"
   make_test_certs "$dir/pg15"
@@ -145,9 +160,9 @@ start_pg15tls() {
   printf 'local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n' \
     >"$dir/pg15/data/pg_hba.conf"
   own_for_pg "$dir/pg15"
-  as_pg "$PG15_BIN/pg_ctl" -D "$dir/pg15/data" -l "$dir/pg15/log" -w -t 30 \
-    -o "-h 127.0.0.1 -p $port -k $dir/pg15 -c ssl=on -c ssl_cert_file=$dir/pg15/server.crt -c ssl_key_file=$dir/pg15/server.key -c fsync=off" \
-    start >/dev/null || { cat "$dir/pg15/log" >&2; die "PostgreSQL 15 (TLS) did not start"; }
+  port=$(pg_start_on_free_port "$PG15_BIN/pg_ctl" "$dir/pg15/data" "$dir/pg15/log" \
+    "-k $dir/pg15 -c ssl=on -c ssl_cert_file=$dir/pg15/server.crt -c ssl_key_file=$dir/pg15/server.key -c fsync=off") ||
+    { cat "$dir/pg15/log" >&2; die "PostgreSQL 15 (TLS) did not start"; }
   cat >>"$dir/env" <<EOF
 export DB_SETUP_TEST_TLS_PORT=$port
 export DB_SETUP_TEST_TLS_PASSWORD=$password
