@@ -1,9 +1,10 @@
 //! The Lambda: configuration and clients built once, then the runtime loop.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use db_setup::config::Config;
-use db_setup::db::Tls;
+use db_setup::db::{Tls, TlsMode};
 use db_setup::handler::{Handler, Work};
 use db_setup::migrate::MigrationSet;
 use db_setup::respond::Responder;
@@ -66,8 +67,13 @@ fn init_tracing(json: bool) {
     }
 }
 
-/// Builds the production work, or the reason it cannot be built.
-async fn live_setup(config: Config) -> Result<LiveWork<SecretsManager>, String> {
+/// Builds the production work and its TLS (whose connector the response
+/// PUT shares), or the reason it cannot be built. The trust stores are
+/// parsed on a thread of their own: ready does not wait for them.
+async fn live_setup(
+    config: Config,
+    steps: &mut StartupSteps,
+) -> Result<(LiveWork<SecretsManager>, Tls), String> {
     let extra_ca = match &config.tls_ca_file {
         Some(path) => Some((
             path.display().to_string(),
@@ -76,16 +82,24 @@ async fn live_setup(config: Config) -> Result<LiveWork<SecretsManager>, String> 
         )),
         None => None,
     };
-    let tls = Tls::new(
+    let tls = Tls::start(
         config.tls,
         extra_ca.as_ref().map(|(n, p)| (n.as_str(), p.as_str())),
     )
     .map_err(|e| e.to_string())?;
+    steps.done("tls");
     let migrations = MigrationSet::embedded().map_err(|e| e.to_string())?;
     let spec = Spec::embedded().map_err(|e| e.to_string())?;
+    steps.done("embedded");
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let secrets = SecretsManager::new(aws_sdk_secretsmanager::Client::new(&aws));
+    steps.done("aws");
     info!(
+        config_ms = steps.ms("config"),
+        tls_ms = steps.ms("tls"),
+        embedded_ms = steps.ms("embedded"),
+        aws_ms = steps.ms("aws"),
+        main_ms = steps.total_ms(),
         migrations = migrations.migrations().len(),
         last = migrations.last().unwrap_or(""),
         migrations_sha256 = db_setup::migrate::package_hash(),
@@ -94,7 +108,10 @@ async fn live_setup(config: Config) -> Result<LiveWork<SecretsManager>, String> 
         tls = %config.tls,
         "ready"
     );
-    Ok(LiveWork::new(config, secrets, tls, migrations, spec))
+    Ok((
+        LiveWork::new(config, secrets, tls.clone(), migrations, spec),
+        tls,
+    ))
 }
 
 async fn serve<S: Work>(handler: Handler<S>) -> Result<(), Error> {
@@ -117,21 +134,53 @@ async fn serve<S: Work>(handler: Handler<S>) -> Result<(), Error> {
     .await
 }
 
+/// How long each start-up step took (logged with "ready"; the benchmark reads it).
+struct StartupSteps {
+    start: Instant,
+    last: Instant,
+    steps: Vec<(&'static str, Duration)>,
+}
+
+impl StartupSteps {
+    fn new() -> Self {
+        let now = Instant::now();
+        StartupSteps {
+            start: now,
+            last: now,
+            steps: Vec::new(),
+        }
+    }
+
+    /// Ends the step `name` (it began when the previous one ended).
+    fn done(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.steps.push((name, now - self.last));
+        self.last = now;
+    }
+
+    fn ms(&self, name: &str) -> f64 {
+        self.steps
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, d)| d.as_secs_f64() * 1000.0)
+            .sum()
+    }
+
+    fn total_ms(&self) -> f64 {
+        (self.last - self.start).as_secs_f64() * 1000.0
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    let mut steps = StartupSteps::new();
     let env = |name: &str| std::env::var(name).ok();
     let config = Config::from_env(env);
     init_tracing(match &config {
         Ok(c) => c.json_logs,
         Err(_) => env("AWS_LAMBDA_FUNCTION_NAME").is_some(),
     });
-    let mut responder = Responder::new()?;
-    responder.allow_local = Config::allow_local_response_url_from_env(env);
-    if responder.allow_local {
-        info!(
-            "DB_SETUP_ALLOW_LOCAL_RESPONSE_URL=true: any http(s) ResponseURL is answered (local use only)"
-        );
-    }
+    steps.done("config");
     let (margin, budget, mode) = match &config {
         Ok(c) => (c.deadline_margin, c.time_budget, c.response_mode),
         Err(_) => (
@@ -141,9 +190,23 @@ async fn main() -> Result<(), Error> {
         ),
     };
     let live = match config {
-        Ok(config) => live_setup(config).await,
+        Ok(config) => live_setup(config, &mut steps).await,
         Err(e) => Err(e.to_string()),
     };
+    // Without a database TLS, the PUT's connector (system roots) is built
+    // in the background all the same.
+    let tls = match &live {
+        Ok((_, tls)) => tls.clone(),
+        Err(_) => Tls::start(TlsMode::Disable, None)?,
+    };
+    let mut responder = Responder::sharing(tls);
+    responder.allow_local = Config::allow_local_response_url_from_env(env);
+    if responder.allow_local {
+        info!(
+            "DB_SETUP_ALLOW_LOCAL_RESPONSE_URL=true: any http(s) ResponseURL is answered (local use only)"
+        );
+    }
+    let live = live.map(|(work, _)| work);
     match live {
         Ok(setup) => serve(Handler::new(setup, mode, responder, margin, budget)).await,
         Err(reason) => {
