@@ -101,7 +101,7 @@ impl Tls {
     /// the certificates of `extra_ca_pem` (named `extra_ca_name` in errors).
     /// With `disable` nothing is built unless the connector is asked for.
     pub fn new(mode: TlsMode, extra_ca: Option<(&str, &str)>) -> Result<Self, TlsSetupError> {
-        let extra = extra_certificates(extra_ca)?;
+        let extra = extra_certificates(mode, extra_ca)?;
         if mode == TlsMode::Disable {
             // Built on the first ask only (tests and the CLI never ask).
             return Ok(Tls::building(mode, false, extra));
@@ -109,9 +109,7 @@ impl Tls {
         let connector = build_connector(true, extra)?;
         Ok(Tls {
             mode,
-            connector: futures_util::future::ready(Ok(connector))
-                .boxed()
-                .shared(),
+            connector: futures_util::future::ready(Ok(connector)).boxed().shared(),
         })
     }
 
@@ -120,7 +118,7 @@ impl Tls {
     /// or response PUT does, if it comes first). A bad `extra_ca` is still
     /// reported here. Needs a Tokio runtime.
     pub fn start(mode: TlsMode, extra_ca: Option<(&str, &str)>) -> Result<Self, TlsSetupError> {
-        let extra = extra_certificates(extra_ca)?;
+        let extra = extra_certificates(mode, extra_ca)?;
         Ok(Tls::building(mode, true, extra))
     }
 
@@ -138,8 +136,11 @@ impl Tls {
         };
         let connector = if now {
             let task = tokio::task::spawn_blocking(build);
-            async move { task.await.map_err(|e| Arc::new(TlsSetupError::Connector(e.to_string())))? }
-                .boxed()
+            async move {
+                task.await
+                    .map_err(|e| Arc::new(TlsSetupError::Connector(e.to_string())))?
+            }
+            .boxed()
         } else {
             async move {
                 tokio::task::spawn_blocking(build)
@@ -174,12 +175,15 @@ impl Tls {
     }
 }
 
+/// The certificates of the extra CA file; none with `disable` (the file
+/// is not read then, as before).
 fn extra_certificates(
+    mode: TlsMode,
     extra_ca: Option<(&str, &str)>,
 ) -> Result<Vec<native_tls::Certificate>, TlsSetupError> {
     match extra_ca {
-        Some((name, pem)) => certificates(name, pem),
-        None => Ok(Vec::new()),
+        Some((name, pem)) if mode != TlsMode::Disable => certificates(name, pem),
+        _ => Ok(Vec::new()),
     }
 }
 
@@ -491,13 +495,10 @@ async fn connect_once(
         .keepalives(true)
         .keepalives_idle(Duration::from_secs(30));
     let endpoint = target.endpoint();
-    let connector = tls
-        .for_database()
-        .await
-        .map_err(|e| ConnectError::Tls {
-            endpoint: endpoint.clone(),
-            message: e.to_string(),
-        })?;
+    let connector = tls.for_database().await.map_err(|e| ConnectError::Tls {
+        endpoint: endpoint.clone(),
+        message: e.to_string(),
+    })?;
     let connecting = async {
         match connector {
             Some(connector) => {
@@ -695,6 +696,16 @@ pub async fn pipeline(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_bad_extra_ca_is_reported_at_start_not_at_first_use() {
+        let err = Tls::start(TlsMode::VerifyFull, Some(("ca.pem", "no certificate here")))
+            .err()
+            .unwrap();
+        assert!(matches!(err, TlsSetupError::Empty { .. }), "{err}");
+        // Without database TLS the CA file is not used, nor read (as before).
+        assert!(Tls::start(TlsMode::Disable, Some(("ca.pem", "nothing"))).is_ok());
+    }
 
     #[test]
     fn embedded_bundle_parses_and_has_the_rds_roots() {

@@ -280,11 +280,14 @@ impl Responder {
     /// ([`Responder::check`]) gets nothing; a redirect is an error.
     pub async fn put(&self, url: &str, body: &str, until: Instant) -> Result<(), DeliveryError> {
         self.check(url)?;
-        let client = self.client().await.map_err(|message| DeliveryError::Failed {
-            url: redact(url),
-            attempts: 0,
-            message,
-        })?;
+        let client = self
+            .client()
+            .await
+            .map_err(|message| DeliveryError::Failed {
+                url: redact(url),
+                attempts: 0,
+                message,
+            })?;
         let mut pause = self.first_pause;
         let mut attempt = 0;
         loop {
