@@ -12,7 +12,6 @@ Run it with the project's virtualenv Python (the Makefile does): it uses boto3,
 which moto brings.
 """
 
-import http.server
 import json
 import os
 import shlex
@@ -27,6 +26,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.dont_write_bytecode = True  # no __pycache__ in scripts/
+sys.path.insert(0, str(ROOT / "scripts"))
+from lambda_local import RuntimeApi  # noqa: E402  (the receiver, shared with bench/)
+
 SERVERS = ROOT / "scripts" / "servers.sh"
 # Under /tmp: as root, PostgreSQL runs as `postgres`, which cannot enter a 0700 home.
 LOCAL = Path(tempfile.gettempdir()) / f"db-setup-local-{os.getuid()}"
@@ -66,28 +69,6 @@ def wait_port(port, what, timeout=300):
                 return
         time.sleep(0.2)
     sys.exit(f"{what} did not listen on 127.0.0.1:{port} within {timeout}s")
-
-
-# --- the receiver: records each response PUT as one JSON line -----------------
-
-def serve_receiver(port, log_path, on_put=None):
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_PUT(self):
-            length = int(self.headers.get("Content-Length", "0"))
-            body = self.rfile.read(length)
-            record = {"path": self.path, "content_type": self.headers.get("Content-Type"), "body": body.decode("utf-8", "replace")}
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            if on_put:
-                on_put(record)
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    return server
 
 
 # --- the environment ------------------------------------------------------------
@@ -164,7 +145,8 @@ def cmd_down():
 
 
 def cmd_receiver(port, log_path):
-    serve_receiver(int(port), log_path).serve_forever()
+    RuntimeApi(int(port), log_path)
+    threading.Event().wait()
 
 
 # --- the demo -----------------------------------------------------------------------
@@ -201,8 +183,7 @@ def cmd_demo():
             received.append(record)
             arrived.set()
 
-        receiver = serve_receiver(receiver_port, str(state / "responses.jsonl"), on_put)
-        threading.Thread(target=receiver.serve_forever, daemon=True).start()
+        receiver = RuntimeApi(receiver_port, str(state / "responses.jsonl"), on_put)
 
         say("starting the function under `cargo lambda watch` (it builds on the first invoke)")
         watch_env = dict(os.environ, **function_env)
@@ -247,7 +228,7 @@ def cmd_demo():
             os.killpg(watch.pid, signal.SIGTERM)
             watch.wait(timeout=30)
         if receiver:
-            receiver.shutdown()
+            receiver.stop()
         if (state / "watch.log").exists():
             shutil.copy(state / "watch.log", kept_log)
         stop_environment(state)

@@ -9,6 +9,10 @@
 #   scripts/servers.sh run -- CMD ...   start all in a temp dir, run CMD with the
 #                                       environment below, stop them whatever CMD does
 #
+# DB_SETUP_PG16_SETTINGS: extra `-c name=value` options for PostgreSQL 16, after
+# the test defaults (a later -c wins): the benchmarks run it durable with
+#   DB_SETUP_PG16_SETTINGS="-c fsync=on -c max_connections=100 ..."
+#
 # `start` writes DIR/env, a file of `export` lines:
 #   DB_SETUP_TEST_PG_URL     admin URL of PostgreSQL 16 (user postgres, with password)
 #   DB_SETUP_TEST_PG_HOST/PORT/USER/PASSWORD, DB_SETUP_TEST_PG_BIN (its psql etc.)
@@ -113,7 +117,7 @@ start_pg16() {
   mv "$dir/pg16/pg_hba.conf" "$dir/pg16/data/pg_hba.conf"
   own_for_pg "$dir/pg16"
   port=$(pg_start_on_free_port "$bin/pg_ctl" "$dir/pg16/data" "$dir/pg16/log" \
-    "-k $dir/pg16 -c max_connections=300 -c fsync=off -c shared_buffers=64MB") ||
+    "-k $dir/pg16 -c max_connections=300 -c fsync=off -c shared_buffers=64MB ${DB_SETUP_PG16_SETTINGS:-}") ||
     { cat "$dir/pg16/log" >&2; die "PostgreSQL 16 did not start"; }
   # RDS's role for IAM database authentication; here a plain stand-in.
   as_pg "$bin/psql" -X -q -h "$dir/pg16" -p "$port" -U postgres -d postgres -c "CREATE ROLE rds_iam NOLOGIN" >/dev/null ||
@@ -126,6 +130,8 @@ export DB_SETUP_TEST_PG_PASSWORD=$password
 export DB_SETUP_TEST_PG_URL=postgresql://postgres:$password@127.0.0.1:$port/postgres
 export DB_SETUP_TEST_PG_BIN=$bin
 export DB_SETUP_TEST_PG_LOG=$dir/pg16/log
+export DB_SETUP_TEST_PG_DATA=$dir/pg16/data
+export DB_SETUP_TEST_PG_SOCKET=$dir/pg16
 EOF
   echo "$bin" >"$dir/pg16/bin"
   log "PostgreSQL 16 + pgvector on 127.0.0.1:$port"

@@ -6,11 +6,14 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use crate::defaults;
 use crate::pg::SqlState;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 use postgres_native_tls::MakeTlsConnector;
 use tokio::task::JoinHandle;
 use tokio_postgres::config::SslMode;
@@ -90,66 +93,157 @@ pub enum TlsSetupError {
     Connector(String),
 }
 
-/// The TLS part of connecting, built once per process.
+/// The native-tls connector, being built or built: awaited where first
+/// needed, by every clone alike (one parse of each trust store per process).
+type Building = Shared<BoxFuture<'static, Result<native_tls::TlsConnector, Arc<TlsSetupError>>>>;
+
+/// The TLS part of connecting, built once per process. Its connector also
+/// serves the response PUT ([`crate::respond::Responder::sharing`]), so the
+/// system trust store is parsed once: with `verify-full` it trusts the
+/// embedded RDS CAs, the system roots and `DB_SETUP_TLS_CA_FILE`; with
+/// `disable` (no database TLS) the system roots only, for the PUT.
 #[derive(Clone)]
 pub struct Tls {
     mode: TlsMode,
-    connector: Option<MakeTlsConnector>,
+    connector: Building,
 }
 
 impl Tls {
-    /// Builds the connector: the embedded RDS CAs, the system roots and the
-    /// certificates of `extra_ca_pem` (named `extra_ca_name` in errors).
+    /// Builds the connector now: the embedded RDS CAs, the system roots and
+    /// the certificates of `extra_ca_pem` (named `extra_ca_name` in errors).
+    /// With `disable` nothing is built unless the connector is asked for.
     pub fn new(mode: TlsMode, extra_ca: Option<(&str, &str)>) -> Result<Self, TlsSetupError> {
+        let extra = extra_certificates(mode, extra_ca)?;
         if mode == TlsMode::Disable {
-            return Ok(Tls {
-                mode,
-                connector: None,
-            });
+            // Built on the first ask only (tests and the CLI never ask).
+            return Ok(Tls::building(mode, false, extra));
         }
-        let mut builder = native_tls::TlsConnector::builder();
-        for cert in certificates("embedded RDS CA bundle", RDS_CA_BUNDLE)? {
-            builder.add_root_certificate(cert);
-        }
-        if let Some((name, pem)) = extra_ca {
-            for cert in certificates(name, pem)? {
-                builder.add_root_certificate(cert);
-            }
-        }
-        let connector = builder
-            .build()
-            .map_err(|e| TlsSetupError::Connector(e.to_string()))?;
+        let connector = build_connector(true, extra)?;
         Ok(Tls {
             mode,
-            connector: Some(MakeTlsConnector::new(connector)),
+            connector: futures_util::future::ready(Ok(connector)).boxed().shared(),
         })
     }
 
-    /// [`Tls::new`] with the extra CAs read from `ca_file` (the function's
-    /// `DB_SETUP_TLS_CA_FILE`, the CLI's `--ca-file`).
+    /// [`Tls::new`] with the extra CAs read from `ca_file` (the CLI's `--ca-file`).
     pub fn from_config(mode: TlsMode, ca_file: Option<&Path>) -> Result<Self, TlsSetupError> {
-        let extra = match ca_file {
-            Some(path) => Some((
-                path.display().to_string(),
-                std::fs::read_to_string(path).map_err(|e| TlsSetupError::CaFile {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                })?,
-            )),
-            None => None,
+        let extra = read_ca_file(ca_file)?;
+        Tls::new(mode, extra.as_ref().map(|(n, p)| (n.as_str(), p.as_str())))
+    }
+
+    /// [`Tls::start`] with the extra CAs read from `ca_file` (the function's
+    /// `DB_SETUP_TLS_CA_FILE`): a missing or bad file is reported at start.
+    pub fn start_from_config(mode: TlsMode, ca_file: Option<&Path>) -> Result<Self, TlsSetupError> {
+        let extra = read_ca_file(ca_file)?;
+        Tls::start(mode, extra.as_ref().map(|(n, p)| (n.as_str(), p.as_str())))
+    }
+
+    /// Like [`Tls::new`], but the stores are parsed on a blocking thread
+    /// started now (start-up does not wait for them; the first connection
+    /// or response PUT does, if it comes first). A bad `extra_ca` is still
+    /// reported here. Needs a Tokio runtime.
+    pub fn start(mode: TlsMode, extra_ca: Option<(&str, &str)>) -> Result<Self, TlsSetupError> {
+        let extra = extra_certificates(mode, extra_ca)?;
+        Ok(Tls::building(mode, true, extra))
+    }
+
+    fn building(mode: TlsMode, now: bool, extra: Vec<native_tls::Certificate>) -> Self {
+        let with_rds = mode != TlsMode::Disable;
+        let build = move || {
+            let started = std::time::Instant::now();
+            let built = build_connector(with_rds, extra).map_err(Arc::new);
+            info!(
+                trust_stores_ms = started.elapsed().as_secs_f64() * 1000.0,
+                rds_cas = with_rds,
+                "TLS connector built"
+            );
+            built
         };
-        Tls::new(
+        let connector = if now {
+            let task = tokio::task::spawn_blocking(build);
+            async move {
+                task.await
+                    .map_err(|e| Arc::new(TlsSetupError::Connector(e.to_string())))?
+            }
+            .boxed()
+        } else {
+            async move {
+                tokio::task::spawn_blocking(build)
+                    .await
+                    .map_err(|e| Arc::new(TlsSetupError::Connector(e.to_string())))?
+            }
+            .boxed()
+        };
+        Tls {
             mode,
-            extra
-                .as_ref()
-                .map(|(name, pem)| (name.as_str(), pem.as_str())),
-        )
+            connector: connector.shared(),
+        }
     }
 
     /// The mode.
     pub fn mode(&self) -> TlsMode {
         self.mode
     }
+
+    /// The connector (waiting for it if it is being built): the database's
+    /// with `verify-full`, the system roots' with `disable`.
+    pub async fn connector(&self) -> Result<native_tls::TlsConnector, Arc<TlsSetupError>> {
+        self.connector.clone().await
+    }
+
+    /// The connector for the database, `None` with `disable`.
+    async fn for_database(&self) -> Result<Option<MakeTlsConnector>, Arc<TlsSetupError>> {
+        if self.mode == TlsMode::Disable {
+            return Ok(None);
+        }
+        Ok(Some(MakeTlsConnector::new(self.connector().await?)))
+    }
+}
+
+/// The certificates of the extra CA file; none with `disable` (the file
+/// is not read then, as before).
+fn extra_certificates(
+    mode: TlsMode,
+    extra_ca: Option<(&str, &str)>,
+) -> Result<Vec<native_tls::Certificate>, TlsSetupError> {
+    match extra_ca {
+        Some((name, pem)) if mode != TlsMode::Disable => certificates(name, pem),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// One connector: the system roots (native-tls loads them), plus the
+/// embedded RDS CAs if `with_rds`, plus `extra`.
+fn build_connector(
+    with_rds: bool,
+    extra: Vec<native_tls::Certificate>,
+) -> Result<native_tls::TlsConnector, TlsSetupError> {
+    let mut builder = native_tls::TlsConnector::builder();
+    if with_rds {
+        for cert in certificates("embedded RDS CA bundle", RDS_CA_BUNDLE)? {
+            builder.add_root_certificate(cert);
+        }
+    }
+    for cert in extra {
+        builder.add_root_certificate(cert);
+    }
+    builder
+        .build()
+        .map_err(|e| TlsSetupError::Connector(e.to_string()))
+}
+
+/// Reads the extra CA file: (its name for messages, its PEM text).
+fn read_ca_file(ca_file: Option<&Path>) -> Result<Option<(String, String)>, TlsSetupError> {
+    ca_file
+        .map(|path| {
+            std::fs::read_to_string(path)
+                .map(|pem| (path.display().to_string(), pem))
+                .map_err(|e| TlsSetupError::CaFile {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })
+        })
+        .transpose()
 }
 
 /// Parses every certificate of a PEM text.
@@ -358,11 +452,12 @@ impl Canceller {
         }
     }
 
-    async fn send(&self) -> Result<(), tokio_postgres::Error> {
-        match &self.tls.connector {
-            Some(connector) => self.token.cancel_query(connector.clone()).await,
+    async fn send(&self) -> Result<(), String> {
+        let sent = match self.tls.for_database().await.map_err(|e| e.to_string())? {
+            Some(connector) => self.token.cancel_query(connector).await,
             None => self.token.cancel_query(NoTls).await,
-        }
+        };
+        sent.map_err(|e| e.to_string())
     }
 
     /// Sends a cancel request every `every` until `bound` has passed (each
@@ -439,11 +534,15 @@ async fn connect_once(
         .keepalives(true)
         .keepalives_idle(Duration::from_secs(30));
     let endpoint = target.endpoint();
+    let connector = tls.for_database().await.map_err(|e| ConnectError::Tls {
+        endpoint: endpoint.clone(),
+        message: e.to_string(),
+    })?;
     let connecting = async {
-        match &tls.connector {
+        match connector {
             Some(connector) => {
                 config.ssl_mode(SslMode::Require);
-                let (client, connection) = config.connect(connector.clone()).await?;
+                let (client, connection) = config.connect(connector).await?;
                 let major = server_major(&connection);
                 Ok::<_, tokio_postgres::Error>((client, spawn_connection(connection), major))
             }
@@ -636,6 +735,16 @@ pub async fn pipeline(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_bad_extra_ca_is_reported_at_start_not_at_first_use() {
+        let err = Tls::start(TlsMode::VerifyFull, Some(("ca.pem", "no certificate here")))
+            .err()
+            .unwrap();
+        assert!(matches!(err, TlsSetupError::Empty { .. }), "{err}");
+        // Without database TLS the CA file is not used, nor read (as before).
+        assert!(Tls::start(TlsMode::Disable, Some(("ca.pem", "nothing"))).is_ok());
+    }
 
     #[test]
     fn embedded_bundle_parses_and_has_the_rds_roots() {

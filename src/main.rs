@@ -1,9 +1,10 @@
 //! The Lambda: configuration and clients built once, then the runtime loop.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use db_setup::config::{Config, LogSettings};
-use db_setup::db::Tls;
+use db_setup::db::{Tls, TlsMode};
 use db_setup::error::SetupError;
 use db_setup::handler::{Handler, Work};
 use db_setup::metrics;
@@ -76,14 +77,27 @@ fn init_tracing(logs: &LogSettings) {
     }
 }
 
-/// Builds the production work, or the error that keeps it from starting.
-async fn live_setup(config: Config) -> Result<LiveWork<SecretsManager>, SetupError> {
-    let tls = Tls::from_config(config.tls, config.tls_ca_file.as_deref())?;
+/// Builds the production work and its TLS (whose connector the response
+/// PUT shares), or the error that keeps it from starting. The trust stores
+/// are parsed on a thread of their own: ready does not wait for them.
+async fn live_setup(
+    config: Config,
+    steps: &mut StartupSteps,
+) -> Result<(LiveWork<SecretsManager>, Tls), SetupError> {
+    let tls = Tls::start_from_config(config.tls, config.tls_ca_file.as_deref())?;
+    steps.done("tls");
     let migrations = MigrationSet::embedded()?;
     let spec = Spec::embedded()?;
+    steps.done("embedded");
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let secrets = SecretsManager::new(aws_sdk_secretsmanager::Client::new(&aws));
+    steps.done("aws");
     info!(
+        config_ms = steps.ms("config"),
+        tls_ms = steps.ms("tls"),
+        embedded_ms = steps.ms("embedded"),
+        aws_ms = steps.ms("aws"),
+        main_ms = steps.total_ms(),
         migrations = migrations.migrations().len(),
         last = migrations.last().unwrap_or(""),
         migrations_sha256 = db_setup::migrate::package_hash(),
@@ -92,7 +106,10 @@ async fn live_setup(config: Config) -> Result<LiveWork<SecretsManager>, SetupErr
         tls = %config.tls,
         "ready"
     );
-    Ok(LiveWork::new(config, secrets, tls, migrations, spec))
+    Ok((
+        LiveWork::new(config, secrets, tls.clone(), migrations, spec),
+        tls,
+    ))
 }
 
 async fn serve<S: Work>(handler: Handler<S>) -> Result<(), Error> {
@@ -115,18 +132,50 @@ async fn serve<S: Work>(handler: Handler<S>) -> Result<(), Error> {
     .await
 }
 
+/// How long each start-up step took (logged with "ready"; the benchmark reads it).
+struct StartupSteps {
+    start: Instant,
+    last: Instant,
+    steps: Vec<(&'static str, Duration)>,
+}
+
+impl StartupSteps {
+    fn new() -> Self {
+        let now = Instant::now();
+        StartupSteps {
+            start: now,
+            last: now,
+            steps: Vec::new(),
+        }
+    }
+
+    /// Ends the step `name` (it began when the previous one ended).
+    fn done(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.steps.push((name, now - self.last));
+        self.last = now;
+    }
+
+    fn ms(&self, name: &str) -> f64 {
+        self.steps
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, d)| d.as_secs_f64() * 1000.0)
+            .sum()
+    }
+
+    fn total_ms(&self) -> f64 {
+        (self.last - self.start).as_secs_f64() * 1000.0
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    let mut steps = StartupSteps::new();
     let env = |name: &str| std::env::var(name).ok();
     let config = Config::from_env(env);
     init_tracing(&LogSettings::from_env(env));
-    let mut responder = Responder::new()?;
-    responder.allow_local = Config::allow_local_response_url_from_env(env);
-    if responder.allow_local {
-        info!(
-            "DB_SETUP_ALLOW_LOCAL_RESPONSE_URL=true: any http(s) ResponseURL is answered (local use only)"
-        );
-    }
+    steps.done("config");
     let (margin, budget, mode) = match &config {
         Ok(c) => (c.deadline_margin, c.time_budget, c.response_mode),
         Err(_) => (
@@ -140,10 +189,23 @@ async fn main() -> Result<(), Error> {
         |c| c.metrics_namespace.clone(),
     );
     let live = match config {
-        Ok(config) => live_setup(config).await,
+        Ok(config) => live_setup(config, &mut steps).await,
         Err(e) => Err(SetupError::from(e)),
     };
-    match live {
+    // Without a database TLS, the PUT's connector (system roots) is built
+    // in the background all the same.
+    let tls = match &live {
+        Ok((_, tls)) => tls.clone(),
+        Err(_) => Tls::start(TlsMode::Disable, None)?,
+    };
+    let mut responder = Responder::sharing(tls);
+    responder.allow_local = Config::allow_local_response_url_from_env(env);
+    if responder.allow_local {
+        info!(
+            "DB_SETUP_ALLOW_LOCAL_RESPONSE_URL=true: any http(s) ResponseURL is answered (local use only)"
+        );
+    }
+    match live.map(|(work, _)| work) {
         Ok(setup) => {
             serve(
                 Handler::new(setup, mode, responder, margin, budget)

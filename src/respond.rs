@@ -9,11 +9,15 @@
 //! are answered ([`check_url`], unless `DB_SETUP_ALLOW_LOCAL_RESPONSE_URL`),
 //! and redirects are never followed.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lambda_runtime::Diagnostic;
 use serde::Serialize;
+use tokio::sync::OnceCell;
 use tracing::{info, warn};
+
+use crate::db::Tls;
 
 use crate::event::ReplyTo;
 
@@ -257,10 +261,18 @@ pub fn check_url(url: &str, allow_local: bool) -> Result<(), DeliveryError> {
     }
 }
 
-/// Sends responses to ResponseURLs (the HTTP client is built once in `main`).
+/// The HTTP client: built, or built on the first PUT from the process's
+/// TLS connector ([`Responder::sharing`]).
+#[derive(Clone)]
+enum HttpClient {
+    Built(reqwest::Client),
+    Shared(Tls, Arc<OnceCell<reqwest::Client>>),
+}
+
+/// Sends responses to ResponseURLs (the HTTP client is built once per process).
 #[derive(Clone)]
 pub struct Responder {
-    client: reqwest::Client,
+    client: HttpClient,
     /// Answer any http(s) URL, not only AWS's (local loop, tests).
     pub allow_local: bool,
     /// Most attempts.
@@ -275,15 +287,44 @@ impl Responder {
     /// A responder with its own HTTP client (which never follows a
     /// redirect), answering only AWS URLs.
     pub fn new() -> Result<Self, reqwest::Error> {
-        Ok(Responder {
-            client: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?,
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Responder::with(HttpClient::Built(client)))
+    }
+
+    /// A responder whose HTTP client is built on the first PUT from `tls`'s
+    /// connector (the trust stores are parsed once per process, not again
+    /// for the PUT; see [`Tls`]), answering only AWS URLs.
+    pub fn sharing(tls: Tls) -> Self {
+        Responder::with(HttpClient::Shared(tls, Arc::new(OnceCell::new())))
+    }
+
+    fn with(client: HttpClient) -> Self {
+        Responder {
+            client,
             allow_local: false,
             attempts: 5,
             first_pause: Duration::from_millis(250),
             attempt_timeout: Duration::from_secs(4),
-        })
+        }
+    }
+
+    async fn client(&self) -> Result<&reqwest::Client, String> {
+        match &self.client {
+            HttpClient::Built(client) => Ok(client),
+            HttpClient::Shared(tls, cell) => {
+                cell.get_or_try_init(|| async {
+                    let connector = tls.connector().await.map_err(|e| e.to_string())?;
+                    reqwest::Client::builder()
+                        .redirect(reqwest::redirect::Policy::none())
+                        .use_preconfigured_tls(connector)
+                        .build()
+                        .map_err(|e| crate::db::error_chain(&e))
+                })
+                .await
+            }
+        }
     }
 
     /// Whether this responder answers at `url` (see [`check_url`]).
@@ -297,6 +338,14 @@ impl Responder {
     /// ([`Responder::check`]) gets nothing; a redirect is an error.
     pub async fn put(&self, url: &str, body: &str, until: Instant) -> Result<(), DeliveryError> {
         self.check(url)?;
+        let client = self
+            .client()
+            .await
+            .map_err(|message| DeliveryError::Failed {
+                url: redact(url),
+                attempts: 0,
+                message,
+            })?;
         let mut pause = self.first_pause;
         let mut attempt = 0;
         loop {
@@ -306,8 +355,7 @@ impl Responder {
                 .attempt_timeout
                 .min(remaining)
                 .max(Duration::from_millis(500));
-            let result = self
-                .client
+            let result = client
                 .put(url)
                 .header(reqwest::header::CONTENT_TYPE, "")
                 .header(reqwest::header::CONTENT_LENGTH, body.len())

@@ -52,6 +52,30 @@ async fn verify_full_connects_with_the_right_ca_and_host_name() {
     assert!(rows[0].starts_with("true TLSv1."), "{rows:?}");
 }
 
+/// What start-up uses: the stores parsed on a thread of their own, the
+/// connection waiting for them; it verifies as `Tls::new` does.
+#[tokio::test]
+async fn a_connector_built_in_the_background_verifies_the_same() {
+    let started = |ca_path: &str| {
+        let pem = std::fs::read_to_string(ca_path).unwrap();
+        Tls::start(TlsMode::VerifyFull, Some((ca_path, &pem))).unwrap()
+    };
+    let right = started(&env("DB_SETUP_TEST_TLS_CA"));
+    db::connect(&target("localhost"), &right, &once())
+        .await
+        .unwrap();
+    let wrong = started(&env("DB_SETUP_TEST_TLS_WRONG_CA"));
+    let err = db::connect(&target("localhost"), &wrong, &once())
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, ConnectError::Tls { .. }), "{err}");
+    assert!(
+        err.to_string().contains("certificate verify failed"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn a_certificate_from_another_ca_is_refused_clearly() {
     let err = db::connect(

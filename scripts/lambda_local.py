@@ -1,6 +1,11 @@
-"""A local Lambda Runtime API (the subset the Rust runtime uses), the
-stand-in for CloudFormation's pre-signed ResponseURL, and a Secrets Manager
-client for moto, all on the Python standard library.
+"""The local stand-ins for AWS, shared by the local loop (scripts/local.py)
+and the benchmarks (bench/run), on the Python standard library:
+
+- one HTTP server that is both a Lambda Runtime API (the subset the Rust
+  runtime uses) and the receiver of CloudFormation responses (any PUT, as to
+  a pre-signed ResponseURL), optionally appending each PUT to a JSON-lines
+  log and calling back;
+- `cfn_event`, a CloudFormation request; `moto_create_secret`.
 
 Every request is time-stamped with time.perf_counter() of this process, so
 the time from starting the function's process to its first
@@ -19,7 +24,11 @@ FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:db-setup"
 
 
 class RuntimeApi:
-    def __init__(self):
+    """Runtime API and response receiver on 127.0.0.1:`port` (0: a free one).
+    Each PUT is kept for `invoke`, appended to `log_path` as
+    {"path", "content_type", "body"} and passed to `on_put`."""
+
+    def __init__(self, port=0, log_path=None, on_put=None):
         self.pending = []  # (request id, payload, deadline ms), handed out in order
         self.generation = 0  # bumped for each new function process
         self.lock = threading.Lock()
@@ -94,16 +103,23 @@ class RuntimeApi:
                 # CloudFormation's ResponseURL (direct mode).
                 body = self._body()
                 now = time.perf_counter()
+                record = {"path": self.path, "content_type": self.headers.get("Content-Type"),
+                          "body": body.decode("utf-8", "replace")}
                 with api.lock:
                     api.puts[self.path] = (now, body)
+                    if log_path:
+                        with open(log_path, "a") as f:
+                            f.write(json.dumps(record) + "\n")
                     api.done.notify_all()
+                if on_put:
+                    on_put(record)
                 self._reply(200, b"")
 
         class Server(ThreadingHTTPServer):
             def handle_error(self, request, client_address):
                 pass  # a client gone (the function stopped mid-poll) is not an error here
 
-        self.server = Server(("127.0.0.1", 0), Handler)
+        self.server = Server(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
