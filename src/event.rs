@@ -467,7 +467,8 @@ fn parse_action(map: &Map<String, Value>, unreadable: &Unreadable) -> Result<Act
             confirm,
         }),
         "insight" => Some(Action::Insight(insight)),
-        "" => None,
+        // Not a string: already said.
+        "" if !problems.is_empty() => None,
         other => {
             problems.push(format!(
                 "unknown action `{}`: use status, plan, migrate, verify, insight, users, baseline or repair",
@@ -635,6 +636,15 @@ mod tests {
             "LogicalResourceId": "DbSetup",
             "ResourceProperties": {"ServiceToken": "arn", "MigrationsHash": "abc", "ManageUsers": "false", "Unknown": "x"}
         })
+    }
+
+    #[test]
+    fn an_empty_action_is_refused_with_a_reason() {
+        for event in [json!({"action": ""}), json!({"action": 7})] {
+            let err = parse(&event).unwrap_err();
+            assert!(!err.problems.is_empty(), "{event}: no reason given");
+            assert!(err.to_string().contains("action"), "{event}: {err}");
+        }
     }
 
     #[test]
