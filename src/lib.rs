@@ -25,6 +25,7 @@ pub mod defaults;
 pub mod duration;
 pub mod error;
 pub mod event;
+pub mod fleet;
 pub mod handler;
 pub mod metrics;
 pub mod migrate;
