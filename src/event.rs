@@ -802,12 +802,21 @@ mod tests {
             panic!("not a migrate")
         };
         let database = database.expect("the database");
-        assert_eq!((database.name.as_str(), database.host.as_deref()), ("t1", Some("h1")));
+        assert_eq!(
+            (database.name.as_str(), database.host.as_deref()),
+            ("t1", Some("h1"))
+        );
         let err = parse(&json!({"action": "migrate", "database": {"name": "t1"}})).unwrap_err();
-        assert!(err.to_string().contains("database.secretId is required"), "{err}");
+        assert!(
+            err.to_string().contains("database.secretId is required"),
+            "{err}"
+        );
         let err = parse(&json!({"action": "status", "database": {"name": "t", "secretId": "s"}}))
             .unwrap_err();
-        assert!(err.to_string().contains("only with the migrate action"), "{err}");
+        assert!(
+            err.to_string().contains("only with the migrate action"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -15,6 +15,8 @@ use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::config::DbOverrides;
+use crate::db::{self, ConnectOptions, Target, Tls};
+use crate::migrate::{MigrationSet, Migrator, RunOptions};
 
 /// The longest database label accepted.
 pub const MAX_NAME_LEN: usize = 128;
@@ -272,6 +274,41 @@ where
     FleetReport::aggregate(indexed.into_iter().map(|(_, o)| o).collect())
 }
 
+/// Migrates one database of a fleet (connect, run, disconnect) and says how
+/// it went; used by `db-setup-cli fleet` and the tests (on AWS, each Map
+/// iteration is one invoke of the function instead).
+pub async fn migrate_one(
+    name: String,
+    target: &Target,
+    tls: &Tls,
+    connect: &ConnectOptions,
+    set: &MigrationSet,
+    options: RunOptions,
+) -> DatabaseOutcome {
+    let failed = |name: String, error: String| DatabaseOutcome {
+        name,
+        status: Status::Failed,
+        applied: Vec::new(),
+        error: Some(error),
+    };
+    let connection = match db::connect(target, tls, connect).await {
+        Ok(c) => c,
+        Err(e) => return failed(name, e.to_string()),
+    };
+    match Migrator::new(connection.client(), options)
+        .migrate(set)
+        .await
+    {
+        Ok(report) => DatabaseOutcome {
+            name,
+            status: Status::Success,
+            applied: report.applied.into_iter().map(|a| a.name).collect(),
+            error: None,
+        },
+        Err(e) => failed(name, e.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,7 +327,8 @@ mod tests {
 
     #[test]
     fn success_only_when_all_succeeded() {
-        let all = FleetReport::aggregate(vec![outcome("a", true, &["001"]), outcome("b", true, &[])]);
+        let all =
+            FleetReport::aggregate(vec![outcome("a", true, &["001"]), outcome("b", true, &[])]);
         assert_eq!(all.status, Status::Success);
         assert_eq!(
             all.summary(),
@@ -349,7 +387,10 @@ mod tests {
         assert_eq!(t.overrides().dbname.as_deref(), Some("app"));
         let shown = format!("{t:?} {}", serde_json::to_string(&t).unwrap());
         assert!(shown.contains("tenant-7"));
-        assert!(!shown.contains("secret:t7") && !shown.contains("rds.amazonaws"), "{shown}");
+        assert!(
+            !shown.contains("secret:t7") && !shown.contains("rds.amazonaws"),
+            "{shown}"
+        );
 
         let err = DatabaseTarget::parse(&json!({
             "secretId": "", "host": "evil host;", "port": 70000, "dbname": "x".repeat(64),
