@@ -44,7 +44,7 @@ export interface DbSetupFleetProps {
 export const MAX_INLINE_CONCURRENCY = 40;
 
 /** The Provider framework's two handlers: start the execution, then poll it (docs/scale.md). */
-const HANDLERS = `
+export const HANDLERS = `
 const { SFNClient, StartExecutionCommand, DescribeExecutionCommand } = require('@aws-sdk/client-sfn');
 const sfn = new SFNClient({});
 exports.onEvent = async (event) => {
@@ -62,7 +62,10 @@ exports.summarize = (results) => {
     .map((r) => ({ name: r.name, names: ((r.report && r.report.applied) || []).map((a) => a.name) }))
     .filter((r) => r.names.length > 0)
     .map((r) => r.name + ': ' + r.names.join(', '));
-  const where = applied.length ? 'applied: ' + applied.join('; ') : 'nothing applied anywhere';
+  // The same wording as db_setup::fleet::FleetReport::summary (the local fan-out).
+  const where = applied.length
+    ? 'applied: ' + applied.join('; ') + ' (' + (results.length - applied.length) + ' with nothing applied)'
+    : 'nothing applied anywhere';
   if (failed.length === 0) return { ok: true, text: 'all ' + results.length + ' databases migrated. ' + where };
   const errors = failed.map((f) => {
     let msg = f.error || 'failed';
