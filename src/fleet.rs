@@ -291,7 +291,11 @@ pub async fn migrate_one(
         applied: Vec::new(),
         error: Some(error),
     };
-    let connection = match db::connect(target, tls, connect).await {
+    let labelled = ConnectOptions {
+        label: Some(name.clone()),
+        ..connect.clone()
+    };
+    let connection = match db::connect(target, tls, &labelled).await {
         Ok(c) => c,
         Err(e) => return failed(name, e.to_string()),
     };

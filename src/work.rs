@@ -111,12 +111,11 @@ impl<S: SecretStore + 'static> LiveWork<S> {
             Some(name) => format!("connecting to database {name}"),
             None => format!("connecting to {}", target.endpoint()),
         });
-        let connection = db::connect(
-            target,
-            &self.tls,
-            &self.connect_options(self.config.connect_attempts),
-        )
-        .await?;
+        let options = ConnectOptions {
+            label: label.map(str::to_string),
+            ..self.connect_options(self.config.connect_attempts)
+        };
+        let connection = db::connect(target, &self.tls, &options).await?;
         progress.watch(connection.canceller());
         Ok(connection)
     }
