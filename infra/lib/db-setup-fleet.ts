@@ -52,7 +52,7 @@ exports.onEvent = async (event) => {
   if (event.RequestType === 'Delete') return { PhysicalResourceId: id };
   const out = await sfn.send(new StartExecutionCommand({
     stateMachineArn: process.env.STATE_MACHINE_ARN,
-    input: process.env.FLEET_INPUT,
+    input: event.ResourceProperties.Input,
   }));
   return { PhysicalResourceId: id, Data: { ExecutionArn: out.executionArn } };
 };
@@ -178,7 +178,7 @@ export class DbSetupFleet extends Construct {
         handler: `index.${entry}`,
         code: lambda.Code.fromInline(HANDLERS),
         timeout: Duration.minutes(1),
-        environment: { STATE_MACHINE_ARN: this.stateMachine.stateMachineArn, FLEET_INPUT: input },
+        environment: { STATE_MACHINE_ARN: this.stateMachine.stateMachineArn },
         logGroup: new logs.LogGroup(this, `${name}Logs`, { retention }),
       });
     const onEvent = handler('Start', 'onEvent');

@@ -64,7 +64,7 @@ function handlers(responses: object[]) {
   new Function('require', 'exports', 'process', HANDLERS)(
     () => sdk,
     module.exports,
-    { env: { STATE_MACHINE_ARN: 'arn:sm', FLEET_INPUT: '{"databases":[]}' } },
+    { env: { STATE_MACHINE_ARN: 'arn:sm' } },
   );
   return { h: module.exports, sent };
 }
@@ -79,8 +79,9 @@ describe('the fleet custom resource handlers', () => {
   it('start the execution, wait while it runs, and answer SUCCESS only when every database succeeded', async () => {
     const output = JSON.stringify([ok('tenant-a', ['001_x']), ok('tenant-b', [])]);
     const { h, sent } = handlers([{ status: 'RUNNING' }, { status: 'SUCCEEDED', output }]);
-    const started = await h.onEvent({ RequestType: 'Create' });
+    const started = await h.onEvent({ RequestType: 'Create', ResourceProperties: { Input: '{"databases":[]}' } });
     assert.equal(sent[0].input.stateMachineArn, 'arn:sm');
+    assert.equal(sent[0].input.input, '{"databases":[]}');
     const event = { RequestType: 'Create', ...started };
     assert.deepEqual(await h.isComplete(event), { IsComplete: false });
     const done = await h.isComplete(event);
