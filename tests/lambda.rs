@@ -627,3 +627,93 @@ fn the_package_hash_is_the_embedded_migrations_hash() {
         MigrationSet::embedded().unwrap().hash()
     );
 }
+
+/// A fleet's member: the Step Functions Map invokes the function with the
+/// database in the input; its admin secret and endpoint come from there, the
+/// configured database is untouched, and neither the secret id nor the
+/// endpoint is logged.
+#[tokio::test]
+async fn migrate_takes_a_fleet_members_database_from_the_input() {
+    let d = Deployment::new(StackSpec::new("fleetmember")).await;
+    let tenant = common::TestDb::new("tenant").await;
+    // The tenant's admin secret names another database: the input's dbname wins.
+    let tenant_secret = secret_name("tenant-admin");
+    let tenant_arn = common::lambda::create_secret(
+        &d.sm,
+        &tenant_secret,
+        &json!({
+            "engine": "postgres",
+            "host": "db-setup-no-such-host.invalid",
+            "port": 1,
+            "dbname": "postgres",
+            "username": common::env("DB_SETUP_TEST_PG_USER"),
+            "password": common::env("DB_SETUP_TEST_PG_PASSWORD"),
+        }),
+    )
+    .await;
+    let database = json!({
+        "name": "tenant-7",
+        "secretId": tenant_arn,
+        "host": common::env("DB_SETUP_TEST_PG_HOST"),
+        "port": common::env("DB_SETUP_TEST_PG_PORT"),
+        "dbname": tenant.name,
+    });
+    let out = d
+        .invoke(&json!({"action": "migrate", "database": database}))
+        .await;
+    assert_eq!(out.response()["database"], "tenant-7");
+    assert_eq!(
+        out.response()["applied"].as_array().unwrap().len(),
+        embedded_count()
+    );
+    assert_eq!(tenant.history().await.len(), embedded_count());
+    assert!(
+        !d.db.table_exists("pgmigrations").await,
+        "the configured database is untouched"
+    );
+
+    let logs = d.function.logs();
+    assert!(logs.contains("connecting to database tenant-7"), "{logs}");
+    for hidden in [
+        tenant_arn.as_str(),
+        tenant_secret.as_str(),
+        tenant.name.as_str(),
+    ] {
+        assert!(!logs.contains(hidden), "{hidden} logged: {logs}");
+    }
+
+    // A member that cannot be reached: the error names it, not its endpoint.
+    let unreachable = d
+        .invoke(&json!({"action": "migrate", "database": {"name": "tenant-9", "secretId": tenant_secret}}))
+        .await;
+    let text = unreachable.error().to_string();
+    assert!(text.contains("database tenant-9"), "{text}");
+    assert!(
+        !text.contains("no-such-host"),
+        "the endpoint leaked: {text}"
+    );
+    assert!(
+        !d.function.logs().contains("no-such-host"),
+        "the endpoint was logged"
+    );
+
+    // Validated: a missing secret id, and `database` on another action.
+    let bad = d
+        .invoke(&json!({"action": "migrate", "database": {"name": "tenant-8"}}))
+        .await;
+    assert!(
+        bad.error()
+            .to_string()
+            .contains("database.secretId is required"),
+        "{}",
+        bad.text()
+    );
+    let bad = d
+        .invoke(&json!({"action": "status", "database": database}))
+        .await;
+    assert!(
+        bad.text().contains("only with the migrate action"),
+        "{}",
+        bad.text()
+    );
+}

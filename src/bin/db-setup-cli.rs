@@ -50,6 +50,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Migrates many databases (one per tenant or Region) with at most
+    /// `--concurrency` at a time; every database runs whatever the others did.
+    /// Prints the fleet report; exits 1 when any database failed.
+    #[command(after_help = EXIT_CODES)]
+    Fleet {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        #[command(flatten)]
+        run: Run,
+    },
     /// Applies the pending migrations (up to `--to`) under the migration lock; prints the run report.
     #[command(after_help = EXIT_CODES)]
     Migrate {
@@ -146,6 +156,23 @@ enum Command {
         #[arg(long)]
         confirm: bool,
     },
+}
+
+/// The databases of `fleet` and how many to run at once.
+#[derive(Debug, Args)]
+struct FleetArgs {
+    /// A JSON file: `[{"name": "tenant-1", "url": "postgresql://..."}, ...]`.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// How many databases to migrate at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    concurrency: u16,
+    /// The migrations directory; without it, the migrations embedded in this binary.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// An extra PEM file of CA certificates to trust.
+    #[arg(long, env = "DB_SETUP_TLS_CA_FILE", value_name = "PEM")]
+    ca_file: Option<PathBuf>,
 }
 
 /// Where the database is.
@@ -265,6 +292,14 @@ enum CliError {
     /// Writing the report.
     #[error("cannot write the report: {0}")]
     Output(String),
+    /// The fleet file.
+    #[error("the fleet file {path}: {problem}")]
+    FleetFile {
+        /// The file.
+        path: String,
+        /// What is wrong (never a URL: it holds a password).
+        problem: String,
+    },
 }
 
 impl CliError {
@@ -326,6 +361,58 @@ enum Output {
     Text(String),
 }
 
+/// Reads the fleet file: each entry's name and URL (the URL's errors are
+/// reported by entry, never echoing it).
+fn read_fleet(path: &std::path::Path) -> Result<Vec<(String, Target, TlsMode)>, CliError> {
+    let bad = |problem: String| CliError::FleetFile {
+        path: path.display().to_string(),
+        problem,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let entries: Vec<serde_json::Map<String, serde_json::Value>> =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not a JSON list of objects: {e}")))?;
+    let mut out = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let field = |key: &str| entry.get(key).and_then(|v| v.as_str());
+        let (Some(name), Some(url)) = (field("name"), field("url")) else {
+            return Err(bad(format!("entry {i} needs a \"name\" and a \"url\"")));
+        };
+        let (target, mode) = target_from_url(url)
+            .map_err(|_| bad(format!("entry {i} ({name}): the url cannot be read")))?;
+        out.push((name.to_string(), target, mode));
+    }
+    Ok(out)
+}
+
+/// `fleet`: every database of the file, at most `--concurrency` at once.
+async fn run_fleet(fleet: FleetArgs, run: Run) -> Result<(Output, u8), CliError> {
+    let databases = read_fleet(&fleet.file)?;
+    let set = match &fleet.dir {
+        Some(dir) => MigrationSet::from_dir(dir),
+        None => MigrationSet::embedded(),
+    }?;
+    let plain = Tls::from_config(TlsMode::Disable, fleet.ca_file.as_deref())?;
+    let verified = Tls::from_config(TlsMode::VerifyFull, fleet.ca_file.as_deref())?;
+    let options = ConnectOptions::default();
+    let (set, run, plain, verified, options) = (&set, &run, &plain, &verified, &options);
+    let report = db_setup::fleet::run_bounded(
+        databases,
+        usize::from(fleet.concurrency),
+        |(name, target, mode)| async move {
+            let tls = if mode == TlsMode::Disable {
+                plain
+            } else {
+                verified
+            };
+            db_setup::fleet::migrate_one(name, &target, tls, options, set, run.options()).await
+        },
+    )
+    .await;
+    let code = u8::from(report.status == db_setup::fleet::Status::Failed);
+    let value = serde_json::to_value(&report).map_err(|e| CliError::Output(e.to_string()))?;
+    Ok((Output::Json(value), code))
+}
+
 /// Runs one command: its output and exit code.
 async fn run(command: Command) -> Result<(Output, u8), CliError> {
     match command {
@@ -336,6 +423,7 @@ async fn run(command: Command) -> Result<(Output, u8), CliError> {
         } => insight(&database, InsightOptions { top, long_running }).await,
         Command::Verify { database, prefix } => verify(&database, prefix.as_deref()).await,
         Command::Catalog { database, prefix } => catalog(&database, &prefix).await,
+        Command::Fleet { fleet, run } => run_fleet(fleet, run).await,
         command => migration(command).await,
     }
 }
@@ -400,7 +488,10 @@ async fn migration(command: Command) -> Result<(Output, u8), CliError> {
         | Command::Plan { source, run, .. }
         | Command::Baseline { source, run, .. }
         | Command::Repair { source, run, .. } => (source, run),
-        Command::Insight { .. } | Command::Verify { .. } | Command::Catalog { .. } => {
+        Command::Insight { .. }
+        | Command::Verify { .. }
+        | Command::Catalog { .. }
+        | Command::Fleet { .. } => {
             return Err(CliError::Output("not a migration command".into()));
         }
     };
@@ -411,7 +502,10 @@ async fn migration(command: Command) -> Result<(Output, u8), CliError> {
     let (connection, _) = connect(&source.database_url, source.ca_file.as_deref()).await?;
     let migrator = Migrator::new(connection.client(), run.options());
     Ok(match command {
-        Command::Insight { .. } | Command::Verify { .. } | Command::Catalog { .. } => {
+        Command::Insight { .. }
+        | Command::Verify { .. }
+        | Command::Catalog { .. }
+        | Command::Fleet { .. } => {
             return Err(CliError::Output("not a migration command".into()));
         }
         Command::Migrate { .. } => (
