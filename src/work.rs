@@ -17,6 +17,7 @@ use crate::migrate::{
     MigrateError, MigrationSet, Migrator, PlanReport, RunOptions, TransactionMode,
 };
 use crate::pg::ServerError;
+use crate::migrate::options::Phase;
 use crate::respond::Data;
 use crate::secrets::{AWSCURRENT, SecretStore, SecretsError, parse_rds_secret};
 use crate::users::apply::{self, Site, UserOutcome};
@@ -112,6 +113,15 @@ impl<S: SecretStore + 'static> LiveWork<S> {
     }
 
     fn run_options(&self, mode: Option<TransactionMode>, up_to: Option<String>) -> RunOptions {
+        self.phase_options(mode, up_to, None)
+    }
+
+    fn phase_options(
+        &self,
+        mode: Option<TransactionMode>,
+        up_to: Option<String>,
+        phase: Option<Phase>,
+    ) -> RunOptions {
         RunOptions {
             mode: mode.unwrap_or(self.config.transaction_mode),
             lock_wait: self.config.lock_wait,
@@ -119,6 +129,7 @@ impl<S: SecretStore + 'static> LiveWork<S> {
             statement_timeout: self.config.statement_timeout,
             lock_retries: self.config.lock_retries,
             up_to,
+            phase,
             ..RunOptions::default()
         }
     }
@@ -182,10 +193,15 @@ impl<S: SecretStore + 'static> LiveWork<S> {
         }
         let admin = self.admin(&progress).await?;
         let connection = self.connect(&admin.target, &progress).await?;
-        progress.step("migrating");
-        let options = self.run_options(
+        let phase = request.properties.phase;
+        progress.step(match phase {
+            Some(p) => format!("migrating ({p} phase)"),
+            None => "migrating".to_string(),
+        });
+        let options = self.phase_options(
             request.properties.transaction_mode,
             request.properties.target_migration.clone(),
+            phase,
         );
         let mut data = match Migrator::new(connection.client(), options)
             .migrate(&self.migrations)
@@ -200,6 +216,8 @@ impl<S: SecretStore + 'static> LiveWork<S> {
                     applied: Some(report.applied.len()),
                     already_applied: Some(report.already_applied),
                     last_migration: Some(report.last_migration.unwrap_or_default()),
+                    phase,
+                    waits_for_contract: phase.map(|_| report.waits_for_contract.join(",")),
                     ..Data::default()
                 }
             }
@@ -240,9 +258,9 @@ impl<S: SecretStore + 'static> LiveWork<S> {
                     .await?;
                 to_json(serde_json::to_value(status))
             }
-            Action::Plan { to, mode } => {
+            Action::Plan { to, mode, phase } => {
                 progress.step("planning");
-                let status = Migrator::new(client, self.run_options(mode, to))
+                let status = Migrator::new(client, self.phase_options(mode, to, phase))
                     .status(&self.migrations)
                     .await?;
                 to_json(serde_json::to_value(PlanReport::from(status)))
@@ -265,9 +283,9 @@ impl<S: SecretStore + 'static> LiveWork<S> {
                     .await?;
                 to_json(serde_json::to_value(report))
             }
-            Action::Migrate { to, mode } => {
+            Action::Migrate { to, mode, phase } => {
                 progress.step("migrating");
-                let report = Migrator::new(client, self.run_options(mode, to))
+                let report = Migrator::new(client, self.phase_options(mode, to, phase))
                     .migrate(&self.migrations)
                     .await?;
                 to_json(serde_json::to_value(report))

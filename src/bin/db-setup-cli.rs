@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use db_setup::db::{self, ConnectError, ConnectOptions, Target, Tls, TlsMode, TlsSetupError};
 use db_setup::defaults;
 use db_setup::duration::parse_duration;
+use db_setup::migrate::options::Phase;
 use db_setup::migrate::report::PlanReport;
 use db_setup::migrate::{
     MigrateError, MigrationSet, Migrator, RunOptions, SourceErrors, StatusReport, TransactionMode,
@@ -137,6 +138,10 @@ struct Run {
     /// The last migration to apply.
     #[arg(long, value_name = "MIGRATION")]
     to: Option<String>,
+    /// The deploy phase: `expand` stops before the first pending
+    /// `phase=contract` migration, `contract` runs the rest (absent: everything).
+    #[arg(long, value_parser = Phase::from_str, value_name = "PHASE")]
+    phase: Option<Phase>,
     /// How long to wait for the migration lock (e.g. 60s).
     #[arg(long, env = "DB_SETUP_LOCK_WAIT", value_parser = parse_duration, value_name = "DURATION")]
     lock_wait: Option<Duration>,
@@ -154,6 +159,7 @@ impl Run {
         RunOptions {
             mode: self.mode.unwrap_or(d.mode),
             up_to: self.to.clone(),
+            phase: self.phase,
             lock_wait: self.lock_wait.unwrap_or(d.lock_wait),
             lock_timeout: self.lock_timeout.unwrap_or(d.lock_timeout),
             statement_timeout: self.statement_timeout.unwrap_or(d.statement_timeout),
@@ -456,6 +462,8 @@ mod tests {
             checksums_not_recorded: Vec::new(),
             plan: Some(Vec::new()),
             held_back: Vec::new(),
+            phase: None,
+            waits_for_contract: Vec::new(),
             lock_holder: None,
             invalid_indexes: Vec::new(),
             other_histories: Vec::new(),
@@ -467,6 +475,7 @@ mod tests {
             name: "002_b".into(),
             checksum: "c".into(),
             no_transaction: false,
+            phase: Phase::Expand,
         });
         assert_eq!(status_code(&status), EXIT_PENDING);
         status.problems.push(Problem::MissingFile {

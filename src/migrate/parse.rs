@@ -94,6 +94,51 @@ impl fmt::Display for OrderNumber {
     }
 }
 
+/// The deploy phase a migration belongs to (`-- db-setup: phase=...`).
+///
+/// `Expand` migrations run before the application is updated and must keep
+/// the running (old) application working; `Contract` migrations run after
+/// it, and may remove what only the old application used. The order stays
+/// strict: an expand step stops before the first pending contract migration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Before the application is updated (the default).
+    #[default]
+    Expand,
+    /// After the application is updated.
+    Contract,
+}
+
+impl Phase {
+    /// The name used in directives, properties and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Expand => "expand",
+            Phase::Contract => "contract",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Phase {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "expand" => Ok(Phase::Expand),
+            "contract" => Ok(Phase::Contract),
+            other => Err(format!(
+                "unknown phase {other:?}: expected \"expand\" or \"contract\""
+            )),
+        }
+    }
+}
+
 /// Per-file settings read from `-- db-setup: ...` lines in the file's header.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Directives {
@@ -104,6 +149,8 @@ pub struct Directives {
     pub statement_timeout: Option<Duration>,
     /// Overrides the run's `lock_timeout` for this file.
     pub lock_timeout: Option<Duration>,
+    /// The deploy phase (`phase=expand|contract`; expand when absent).
+    pub phase: Phase,
 }
 
 /// A line and a column (both from 1, the column in characters) in a file.
@@ -263,7 +310,7 @@ pub enum SourceError {
     },
     /// A `-- db-setup:` line that is not a known directive.
     #[error(
-        "{file}:{line}: unknown directive `{text}`: write no-transaction, statement-timeout=<duration> or lock-timeout=<duration>"
+        "{file}:{line}: unknown directive `{text}`: write no-transaction, statement-timeout=<duration>, lock-timeout=<duration> or phase=expand|contract"
     )]
     UnknownDirective {
         /// The file.
@@ -426,6 +473,7 @@ fn apply_directive(directives: &mut Directives, text: &str) -> Result<(), ()> {
         ("lock-timeout", Some(v)) => {
             directives.lock_timeout = Some(parse_duration(v).map_err(|_| ())?)
         }
+        ("phase", Some(v)) => directives.phase = v.parse().map_err(|_| ())?,
         _ => return Err(()),
     }
     Ok(())
@@ -836,6 +884,7 @@ mod tests {
                 no_transaction: true,
                 statement_timeout: Some(Duration::from_secs(1800)),
                 lock_timeout: Some(Duration::from_secs(2)),
+                phase: Phase::Expand,
             }
         );
         let stmts: Vec<_> = m.statement_texts().map(|(_, t)| t).collect();
@@ -878,6 +927,41 @@ mod tests {
             bad_value[0],
             SourceError::UnknownDirective { line: 1, .. }
         ));
+    }
+
+    #[test]
+    fn the_phase_directive_is_read_and_checked() {
+        let m = parse("020_x.sql", "SELECT 1;").unwrap();
+        assert_eq!(m.directives.phase, Phase::Expand);
+        let m = parse(
+            "021_x.sql",
+            "-- Drops the old column.\n-- db-setup: phase=contract\nSELECT 1;",
+        )
+        .unwrap();
+        assert_eq!(m.directives.phase, Phase::Contract);
+        let m = parse("022_x.sql", "-- db-setup: phase = Expand\nSELECT 1;").unwrap();
+        assert_eq!(m.directives.phase, Phase::Expand);
+        for bad in ["phase=later", "phase", "phase="] {
+            let err = parse("023_x.sql", &format!("-- db-setup: {bad}\nSELECT 1;")).unwrap_err();
+            assert_eq!(
+                err,
+                [SourceError::UnknownDirective {
+                    file: "023_x.sql".into(),
+                    line: 1,
+                    text: bad.into()
+                }],
+                "{bad}"
+            );
+        }
+        let late = parse("024_x.sql", "SELECT 1;\n-- db-setup: phase=contract\nSELECT 2;")
+            .unwrap_err();
+        assert_eq!(
+            late,
+            [SourceError::LateDirective {
+                file: "024_x.sql".into(),
+                line: 2
+            }]
+        );
     }
 
     #[test]

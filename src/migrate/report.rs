@@ -9,7 +9,7 @@ use super::foreign::ForeignHistory;
 use super::history::TableState;
 use super::lock::LockHolder;
 use super::maintain::RepairHint;
-use super::options::TransactionMode;
+use super::options::{Phase, TransactionMode};
 use super::plan::{AppliedMigration, Problem};
 
 /// One migration applied by a run.
@@ -34,6 +34,11 @@ pub struct RunReport {
     pub already_applied: usize,
     /// Not run because they come after the target.
     pub pending: Vec<String>,
+    /// The deploy phase this run was (`null`: no phase, everything pending ran).
+    pub phase: Option<Phase>,
+    /// Not run because this was the expand phase: the first pending
+    /// `phase=contract` migration and everything after it, for the contract step.
+    pub waits_for_contract: Vec<String>,
     /// node-pg-migrate rows whose checksum was recorded by this run.
     pub adopted_checksums: Vec<String>,
     /// The last applied migration after the run.
@@ -53,6 +58,8 @@ pub struct PendingMigration {
     pub checksum: String,
     /// True when it will run outside a transaction.
     pub no_transaction: bool,
+    /// Its deploy phase (`expand` or `contract`).
+    pub phase: Phase,
 }
 
 /// How a step of a run runs.
@@ -94,6 +101,10 @@ pub struct StatusReport {
     pub plan: Option<Vec<PlannedStep>>,
     /// Migrations held back by the target.
     pub held_back: Vec<String>,
+    /// The deploy phase these options select (`null`: no phase, everything).
+    pub phase: Option<Phase>,
+    /// Pending migrations an expand step leaves to the contract step.
+    pub waits_for_contract: Vec<String>,
     /// Who holds the migration lock now.
     pub lock_holder: Option<LockHolder>,
     /// Invalid indexes (left by a failed concurrent build).
@@ -118,6 +129,11 @@ pub struct PlanReport {
     pub would_run: Option<Vec<PlannedStep>>,
     /// Pending migrations held back by the target (`to`).
     pub held_back: Vec<String>,
+    /// The deploy phase planned (`null`: no phase, everything pending).
+    pub phase: Option<Phase>,
+    /// Pending migrations this (expand) step leaves to the contract step:
+    /// the first pending `phase=contract` migration and all after it.
+    pub waits_for_contract: Vec<String>,
     /// Why a migrate would refuse to run.
     pub problems: Vec<Problem>,
     /// Applied rows without a checksum (written by node-pg-migrate) that the
@@ -136,6 +152,8 @@ impl From<StatusReport> for PlanReport {
         PlanReport {
             would_run: status.plan,
             held_back: status.held_back,
+            phase: status.phase,
+            waits_for_contract: status.waits_for_contract,
             problems: status.problems,
             checksums_to_record: status.checksums_not_recorded,
             lock_holder: status.lock_holder,
@@ -197,6 +215,12 @@ impl PlanReport {
                 names(&self.held_back)
             ));
         }
+        if !self.waits_for_contract.is_empty() {
+            md.push_str(&format!(
+                "\nWaits for the contract phase (after the application is updated): {}.\n",
+                names(&self.waits_for_contract)
+            ));
+        }
         if !self.problems.is_empty() {
             md.push_str(&format!(
                 "\n**Refused** ({} problem{}):\n\n",
@@ -253,6 +277,8 @@ mod tests {
                 },
             ]),
             held_back: vec!["005_e".into()],
+            phase: None,
+            waits_for_contract: Vec::new(),
             lock_holder: None,
             invalid_indexes: Vec::new(),
             other_histories: Vec::new(),
@@ -273,6 +299,8 @@ mod tests {
                     {"kind": "no-transaction", "migrations": ["004_d"]}
                 ],
                 "held_back": ["005_e"],
+                "phase": null,
+                "waits_for_contract": [],
                 "problems": [],
                 "checksums_to_record": ["001_a"],
                 "lock_holder": null,
@@ -325,6 +353,27 @@ mod tests {
         assert!(md.contains("Held back by the target: `005_e`."), "{md}");
         assert!(md.contains("Checksums to record"), "{md}");
         assert!(!md.contains("Refused"), "{md}");
+    }
+
+    #[test]
+    fn an_expand_plan_says_what_waits_for_the_contract_phase() {
+        let mut s = status();
+        s.phase = Some(Phase::Expand);
+        s.waits_for_contract = vec!["006_drop_old".into(), "007_f".into()];
+        let plan = PlanReport::from(s);
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(json["phase"], "expand");
+        assert_eq!(
+            json["waits_for_contract"],
+            serde_json::json!(["006_drop_old", "007_f"])
+        );
+        let md = plan.to_markdown();
+        assert!(
+            md.contains(
+                "Waits for the contract phase (after the application is updated): `006_drop_old`, `007_f`."
+            ),
+            "{md}"
+        );
     }
 
     #[test]
