@@ -671,7 +671,9 @@ mod tests {
         e["ResourceProperties"]["Phase"] = json!("cleanup");
         let text = parse(&e).unwrap_err().to_string();
         assert!(
-            text.contains("property Phase: unknown phase \"cleanup\": expected \"expand\" or \"contract\""),
+            text.contains(
+                "property Phase: unknown phase \"cleanup\": expected \"expand\" or \"contract\""
+            ),
             "{text}"
         );
     }

@@ -13,11 +13,11 @@ use crate::db::{self, ConnectOptions, Connection, Target, Tls};
 use crate::error::SetupError;
 use crate::event::{Action, CfnRequest, RequestType};
 use crate::handler::{Progress, Work};
+use crate::migrate::options::Phase;
 use crate::migrate::{
     MigrateError, MigrationSet, Migrator, PlanReport, RunOptions, TransactionMode,
 };
 use crate::pg::ServerError;
-use crate::migrate::options::Phase;
 use crate::respond::Data;
 use crate::secrets::{AWSCURRENT, SecretStore, SecretsError, parse_rds_secret};
 use crate::users::apply::{self, Site, UserOutcome};

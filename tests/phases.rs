@@ -124,7 +124,10 @@ async fn expand_keeps_the_old_application_working_and_contract_runs_the_rest_in_
         expand.waits_for_contract,
         ["003_drop_customers_name", "004_orders"]
     );
-    assert_eq!(db.history().await, ["001_customers", "002_customers_full_name"]);
+    assert_eq!(
+        db.history().await,
+        ["001_customers", "002_customers_full_name"]
+    );
     app_works(&db, OLD_APP).await.unwrap();
     app_works(&db, NEW_APP).await.unwrap();
     // A second expand step runs nothing more (the contract file still blocks the later one).
@@ -191,4 +194,51 @@ async fn the_phase_property_reaches_the_run_and_the_data() {
     assert_eq!(put.body["Status"], "FAILED", "{}", put.body);
     let reason = put.body["Reason"].as_str().unwrap();
     assert!(reason.contains("property Phase: unknown phase"), "{reason}");
+}
+
+#[tokio::test]
+async fn plan_lists_every_breaking_change_override_with_its_reason() {
+    let db = TestDb::new("phaseallow").await;
+    let conn = db.connect().await;
+    let fx = Fixture::new(&[
+        R1,
+        (
+            "002_drop_staging.sql",
+            "-- db-setup: allow-breaking=staging_import was only read by the one-off loader\n\
+             CREATE TABLE staging_import (id int);\n\
+             DROP TABLE staging_import;\n",
+        ),
+    ]);
+    let set = fx.set();
+    let before = PlanReport::from(
+        Migrator::new(conn.client(), options(Some(Phase::Expand)))
+            .status(&set)
+            .await
+            .unwrap(),
+    );
+    // Listed while pending, and still listed once applied.
+    Migrator::new(conn.client(), options(Some(Phase::Expand)))
+        .migrate(&set)
+        .await
+        .unwrap();
+    let after = PlanReport::from(
+        Migrator::new(conn.client(), options(Some(Phase::Expand)))
+            .status(&set)
+            .await
+            .unwrap(),
+    );
+    for plan in [before, after] {
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(
+            json["breaking_allowed"],
+            json!([{"migration": "002_drop_staging",
+                    "reason": "staging_import was only read by the one-off loader"}])
+        );
+        assert!(
+            plan.to_markdown().contains(
+                "- `002_drop_staging`: staging_import was only read by the one-off loader"
+            )
+        );
+    }
+    assert!(!db.table_exists("staging_import").await);
 }

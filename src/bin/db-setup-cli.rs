@@ -464,6 +464,7 @@ mod tests {
             held_back: Vec::new(),
             phase: None,
             waits_for_contract: Vec::new(),
+            breaking_allowed: Vec::new(),
             lock_holder: None,
             invalid_indexes: Vec::new(),
             other_histories: Vec::new(),

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::breaking;
 use super::sql::{self, Statement};
 use crate::duration::parse_duration;
 
@@ -151,6 +152,9 @@ pub struct Directives {
     pub lock_timeout: Option<Duration>,
     /// The deploy phase (`phase=expand|contract`; expand when absent).
     pub phase: Phase,
+    /// Why this expand file may hold a breaking change anyway
+    /// (`allow-breaking=<reason>`); `plan` lists every use.
+    pub allow_breaking: Option<String>,
 }
 
 /// A line and a column (both from 1, the column in characters) in a file.
@@ -310,7 +314,7 @@ pub enum SourceError {
     },
     /// A `-- db-setup:` line that is not a known directive.
     #[error(
-        "{file}:{line}: unknown directive `{text}`: write no-transaction, statement-timeout=<duration>, lock-timeout=<duration> or phase=expand|contract"
+        "{file}:{line}: unknown directive `{text}`: write no-transaction, statement-timeout=<duration>, lock-timeout=<duration>, phase=expand|contract or allow-breaking=<reason>"
     )]
     UnknownDirective {
         /// The file.
@@ -351,6 +355,25 @@ pub enum SourceError {
         line: usize,
         /// The statement's first words.
         statement: String,
+    },
+    /// An expand-phase file holds an operation that breaks the application
+    /// version still running.
+    #[error(
+        "{file}:{line}: `{statement}` is {operation}, which breaks the application version still running \
+         while an expand migration runs (and the one a rollback returns to): {fix}; or, if no running \
+         version can notice, say why in the header: `-- db-setup: allow-breaking=<reason>`"
+    )]
+    BreakingInExpand {
+        /// The file.
+        file: String,
+        /// The statement's line.
+        line: usize,
+        /// The statement (its start, on one line).
+        statement: String,
+        /// The operation (`DROP COLUMN`, ...).
+        operation: &'static str,
+        /// What to do instead.
+        fix: &'static str,
     },
     /// An unterminated string, comment or identifier.
     #[error("{file}:{line}: {what}")]
@@ -474,9 +497,21 @@ fn apply_directive(directives: &mut Directives, text: &str) -> Result<(), ()> {
             directives.lock_timeout = Some(parse_duration(v).map_err(|_| ())?)
         }
         ("phase", Some(v)) => directives.phase = v.parse().map_err(|_| ())?,
+        ("allow-breaking", Some(reason)) if !reason.is_empty() => {
+            directives.allow_breaking = Some(reason.to_string())
+        }
         _ => return Err(()),
     }
     Ok(())
+}
+
+/// `text` with its whitespace runs folded to one space, cut to `max` characters.
+fn one_line(text: &str, max: usize) -> String {
+    let folded = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match folded.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &folded[..i]),
+        None => folded,
+    }
 }
 
 /// Byte offsets of the start of each line of `text`.
@@ -507,9 +542,12 @@ pub fn parse_migration(file: &str, raw: &[u8]) -> Result<Migration, Vec<SourceEr
     let mut in_header = true;
     let mut header_end = 0;
     let mut directives = Directives::default();
+    // Where a (refused) down section starts: its statements are not checked further.
+    let mut down_at: Option<usize> = None;
     for (index, (start, line)) in line_starts(&content).enumerate() {
         let line_no = index + 1;
         if is_marker(line, "down") {
+            down_at.get_or_insert(start);
             errors.push(SourceError::DownMigration {
                 file: file.into(),
                 line: line_no,
@@ -589,6 +627,22 @@ pub fn parse_migration(file: &str, raw: &[u8]) -> Result<Migration, Vec<SourceEr
                 line,
                 statement: head,
             });
+        }
+        let in_down_section = down_at.is_some_and(|d| body_start + statement.offset >= d);
+        if directives.phase == Phase::Expand
+            && directives.allow_breaking.is_none()
+            && !in_down_section
+        {
+            let text = statement.text(&content[body_start..]);
+            if let Some(op) = breaking::breaking(text) {
+                errors.push(SourceError::BreakingInExpand {
+                    file: file.into(),
+                    line,
+                    statement: one_line(text, 80),
+                    operation: op.operation(),
+                    fix: op.fix(),
+                });
+            }
         }
     }
     if !errors.is_empty() {
@@ -885,6 +939,7 @@ mod tests {
                 statement_timeout: Some(Duration::from_secs(1800)),
                 lock_timeout: Some(Duration::from_secs(2)),
                 phase: Phase::Expand,
+                allow_breaking: None,
             }
         );
         let stmts: Vec<_> = m.statement_texts().map(|(_, t)| t).collect();
@@ -953,14 +1008,101 @@ mod tests {
                 "{bad}"
             );
         }
-        let late = parse("024_x.sql", "SELECT 1;\n-- db-setup: phase=contract\nSELECT 2;")
-            .unwrap_err();
+        let late = parse(
+            "024_x.sql",
+            "SELECT 1;\n-- db-setup: phase=contract\nSELECT 2;",
+        )
+        .unwrap_err();
         assert_eq!(
             late,
             [SourceError::LateDirective {
                 file: "024_x.sql".into(),
                 line: 2
             }]
+        );
+    }
+
+    #[test]
+    fn a_breaking_change_in_an_expand_file_is_refused_with_file_line_statement_and_fix() {
+        let err = parse(
+            "030_rename.sql",
+            "-- Renames a column.\nCREATE TABLE x (a int);\n\nALTER TABLE customers\n  RENAME COLUMN name TO full_name;\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.len(), 1, "{err:?}");
+        let SourceError::BreakingInExpand {
+            file,
+            line,
+            statement,
+            operation,
+            ..
+        } = &err[0]
+        else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            (file.as_str(), *line, statement.as_str(), *operation),
+            (
+                "030_rename.sql",
+                4,
+                "ALTER TABLE customers RENAME COLUMN name TO full_name",
+                "RENAME"
+            )
+        );
+        let text = err[0].to_string();
+        for needle in [
+            "030_rename.sql:4:",
+            "expand/contract pair",
+            "docs/migrations.md",
+            "allow-breaking=<reason>",
+        ] {
+            assert!(text.contains(needle), "{needle}: {text}");
+        }
+        let drop = parse("031_x.sql", "ALTER TABLE t DROP COLUMN a;").unwrap_err();
+        assert!(
+            drop[0]
+                .to_string()
+                .contains("move it to a migration with `-- db-setup: phase=contract`"),
+            "{}",
+            drop[0]
+        );
+    }
+
+    #[test]
+    fn a_contract_file_and_the_override_may_hold_breaking_changes() {
+        let m = parse(
+            "032_x.sql",
+            "-- db-setup: phase=contract\nALTER TABLE t DROP COLUMN a;\nDROP TABLE old;\n",
+        )
+        .unwrap();
+        assert_eq!(m.directives.phase, Phase::Contract);
+        let m = parse(
+            "033_x.sql",
+            "-- db-setup: allow-breaking=the table was never released to any application\n\
+             DROP TABLE staging_import;\n",
+        )
+        .unwrap();
+        assert_eq!(
+            m.directives.allow_breaking.as_deref(),
+            Some("the table was never released to any application")
+        );
+        // The override needs its reason.
+        let err = parse("034_x.sql", "-- db-setup: allow-breaking=\nDROP TABLE t;\n").unwrap_err();
+        assert!(
+            matches!(&err[0], SourceError::UnknownDirective { line: 1, .. }),
+            "{err:?}"
+        );
+        assert!(
+            matches!(&err[1], SourceError::BreakingInExpand { .. }),
+            "{err:?}"
+        );
+        // Statements only in comments and strings pass in an expand file.
+        assert!(
+            parse(
+                "035_x.sql",
+                "-- DROP TABLE t;\nCOMMENT ON TABLE t IS 'DROP TABLE t';\nDO $$ BEGIN DROP TABLE t; END $$;\n"
+            )
+            .is_ok()
         );
     }
 

@@ -62,6 +62,34 @@ pub struct PendingMigration {
     pub phase: Phase,
 }
 
+/// A migration whose header allows a breaking change in the expand phase
+/// (`-- db-setup: allow-breaking=<reason>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BreakingAllowed {
+    /// The migration.
+    pub migration: String,
+    /// The reason written in its header.
+    pub reason: String,
+}
+
+impl BreakingAllowed {
+    /// Every use of the override in `migrations`, in order.
+    pub fn list(migrations: &[super::parse::Migration]) -> Vec<BreakingAllowed> {
+        migrations
+            .iter()
+            .filter_map(|m| {
+                m.directives
+                    .allow_breaking
+                    .as_ref()
+                    .map(|reason| BreakingAllowed {
+                        migration: m.name.clone(),
+                        reason: reason.clone(),
+                    })
+            })
+            .collect()
+    }
+}
+
 /// How a step of a run runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -105,6 +133,9 @@ pub struct StatusReport {
     pub phase: Option<Phase>,
     /// Pending migrations an expand step leaves to the contract step.
     pub waits_for_contract: Vec<String>,
+    /// Every migration that overrides the expand phase's breaking-change
+    /// guard, with its reason.
+    pub breaking_allowed: Vec<BreakingAllowed>,
     /// Who holds the migration lock now.
     pub lock_holder: Option<LockHolder>,
     /// Invalid indexes (left by a failed concurrent build).
@@ -134,6 +165,9 @@ pub struct PlanReport {
     /// Pending migrations this (expand) step leaves to the contract step:
     /// the first pending `phase=contract` migration and all after it.
     pub waits_for_contract: Vec<String>,
+    /// Every migration that overrides the expand phase's breaking-change
+    /// guard (`allow-breaking=<reason>`), applied or not, with its reason.
+    pub breaking_allowed: Vec<BreakingAllowed>,
     /// Why a migrate would refuse to run.
     pub problems: Vec<Problem>,
     /// Applied rows without a checksum (written by node-pg-migrate) that the
@@ -154,6 +188,7 @@ impl From<StatusReport> for PlanReport {
             held_back: status.held_back,
             phase: status.phase,
             waits_for_contract: status.waits_for_contract,
+            breaking_allowed: status.breaking_allowed,
             problems: status.problems,
             checksums_to_record: status.checksums_not_recorded,
             lock_holder: status.lock_holder,
@@ -221,6 +256,12 @@ impl PlanReport {
                 names(&self.waits_for_contract)
             ));
         }
+        if !self.breaking_allowed.is_empty() {
+            md.push_str("\nBreaking changes allowed in the expand phase (`allow-breaking`):\n\n");
+            for b in &self.breaking_allowed {
+                md.push_str(&format!("- `{}`: {}\n", b.migration, b.reason));
+            }
+        }
         if !self.problems.is_empty() {
             md.push_str(&format!(
                 "\n**Refused** ({} problem{}):\n\n",
@@ -279,6 +320,7 @@ mod tests {
             held_back: vec!["005_e".into()],
             phase: None,
             waits_for_contract: Vec::new(),
+            breaking_allowed: Vec::new(),
             lock_holder: None,
             invalid_indexes: Vec::new(),
             other_histories: Vec::new(),
@@ -301,6 +343,7 @@ mod tests {
                 "held_back": ["005_e"],
                 "phase": null,
                 "waits_for_contract": [],
+                "breaking_allowed": [],
                 "problems": [],
                 "checksums_to_record": ["001_a"],
                 "lock_holder": null,
@@ -360,6 +403,10 @@ mod tests {
         let mut s = status();
         s.phase = Some(Phase::Expand);
         s.waits_for_contract = vec!["006_drop_old".into(), "007_f".into()];
+        s.breaking_allowed = vec![BreakingAllowed {
+            migration: "002_b".into(),
+            reason: "the staging table was never read".into(),
+        }];
         let plan = PlanReport::from(s);
         let json = serde_json::to_value(&plan).unwrap();
         assert_eq!(json["phase"], "expand");
@@ -368,6 +415,14 @@ mod tests {
             serde_json::json!(["006_drop_old", "007_f"])
         );
         let md = plan.to_markdown();
+        assert_eq!(
+            json["breaking_allowed"],
+            serde_json::json!([{"migration": "002_b", "reason": "the staging table was never read"}])
+        );
+        assert!(
+            md.contains("- `002_b`: the staging table was never read"),
+            "{md}"
+        );
         assert!(
             md.contains(
                 "Waits for the contract phase (after the application is updated): `006_drop_old`, `007_f`."

@@ -7,7 +7,7 @@ use super::foreign;
 use super::lock;
 use super::maintain::RepairHint;
 use super::plan::{self, Step, steps};
-use super::report::{PendingMigration, PlannedStep, StatusReport, StepKind};
+use super::report::{BreakingAllowed, PendingMigration, PlannedStep, StatusReport, StepKind};
 use super::runner::Migrator;
 
 impl Migrator<'_> {
@@ -84,6 +84,7 @@ impl Migrator<'_> {
             held_back,
             phase: self.options.phase,
             waits_for_contract,
+            breaking_allowed: BreakingAllowed::list(set.migrations()),
             lock_holder: lock::holder(self.client, lock::KEY)
                 .await
                 .map_err(|e| MigrateError::database("looking up the lock holder", &e))?,
