@@ -821,7 +821,7 @@ export class DbSetup extends Construct {
         resources: [adminSecret, ...userSecrets].map(arn),
       }),
     );
-    adminSecret.encryptionKey?.grant(this.function, 'kms:Decrypt');
+    this.grantKeyViaSecretsManager(adminSecret, ['kms:Decrypt']);
     if (userSecrets.length === 0) {
       return;
     }
@@ -836,8 +836,29 @@ export class DbSetup extends Construct {
       }),
     );
     for (const secret of userSecrets) {
-      secret.encryptionKey?.grant(this.function, 'kms:Decrypt', 'kms:GenerateDataKey');
+      this.grantKeyViaSecretsManager(secret, ['kms:Decrypt', 'kms:GenerateDataKey']);
     }
+  }
+
+  /**
+   * A customer-managed key of a secret: `actions` on that key only, and only through Secrets
+   * Manager in this stack's region (`kms:ViaService`): the function never uses the key
+   * directly, so its role cannot decrypt anything else with it.
+   */
+  private grantKeyViaSecretsManager(secret: secretsmanager.ISecret, actions: string[]): void {
+    const key = secret.encryptionKey;
+    if (key === undefined) {
+      return;
+    }
+    this.function.addToRolePolicy(
+      new iam.PolicyStatement({
+        actions,
+        resources: [key.keyArn],
+        conditions: {
+          StringEquals: { 'kms:ViaService': `secretsmanager.${Stack.of(this).region}.amazonaws.com` },
+        },
+      }),
+    );
   }
 }
 

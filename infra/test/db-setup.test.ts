@@ -123,12 +123,17 @@ describe('DbSetup construct', () => {
     const res = Template.fromStack(h.stack).toJSON().Resources;
     const kmsStatements = allStatements(res).filter((s) => actions(s).some((a) => a.startsWith('kms:')));
     const keyArn = (k: kms.Key) => `<${h.stack.getLogicalId(k.node.defaultChild as kms.CfnKey)}.Arn>`;
-    const granted = kmsStatements.map((s) => ({ actions: actions(s).sort(), resources: resources(s) }));
+    const granted = kmsStatements.map((s) => ({
+      actions: actions(s).sort(),
+      resources: resources(s),
+      via: flatten(s.Condition?.StringEquals?.['kms:ViaService']),
+    }));
+    const via = 'secretsmanager.<AWS::Region>.amazonaws.com';
     assert.deepEqual(
       granted.sort((a, b) => a.actions.length - b.actions.length),
       [
-        { actions: ['kms:Decrypt'], resources: [keyArn(adminKey)] },
-        { actions: ['kms:Decrypt', 'kms:GenerateDataKey'], resources: [keyArn(userKey)] },
+        { actions: ['kms:Decrypt'], resources: [keyArn(adminKey)], via },
+        { actions: ['kms:Decrypt', 'kms:GenerateDataKey'], resources: [keyArn(userKey)], via },
       ],
     );
   });
