@@ -179,7 +179,8 @@ pub struct Migration {
     pub name: String,
     /// The order number (leading digits).
     pub number: OrderNumber,
-    /// SHA-256 of the file content with line endings normalized, lower-case hex.
+    /// SHA-256 of the file content with line endings normalized, lower-case hex;
+    /// `-- db-setup: allow-breaking=...` header lines are left out.
     pub checksum: String,
     /// The whole file, line endings normalized to `\n`.
     pub content: String,
@@ -505,6 +506,18 @@ fn apply_directive(directives: &mut Directives, text: &str) -> Result<(), ()> {
     Ok(())
 }
 
+/// `text` without the byte ranges `cut` (ordered, not overlapping).
+fn without(text: &str, cut: &[std::ops::Range<usize>]) -> String {
+    let mut kept = String::with_capacity(text.len());
+    let mut from = 0;
+    for range in cut {
+        kept.push_str(&text[from..range.start]);
+        from = range.end;
+    }
+    kept.push_str(&text[from..]);
+    kept
+}
+
 /// `text` with its whitespace runs folded to one space, cut to `max` characters.
 fn one_line(text: &str, max: usize) -> String {
     let folded = text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -533,7 +546,6 @@ pub fn parse_migration(file: &str, raw: &[u8]) -> Result<Migration, Vec<SourceEr
     let text =
         std::str::from_utf8(raw).map_err(|_| vec![SourceError::NotUtf8 { file: file.into() }])?;
     let content = text.replace("\r\n", "\n");
-    let checksum = checksum(&content);
     let mut errors = Vec::new();
 
     // Markers (node-pg-migrate's) and the header (leading comment lines).
@@ -544,6 +556,8 @@ pub fn parse_migration(file: &str, raw: &[u8]) -> Result<Migration, Vec<SourceEr
     let mut directives = Directives::default();
     // Where a (refused) down section starts: its statements are not checked further.
     let mut down_at: Option<usize> = None;
+    // The `allow-breaking` lines, which the checksum leaves out.
+    let mut override_lines: Vec<std::ops::Range<usize>> = Vec::new();
     for (index, (start, line)) in line_starts(&content).enumerate() {
         let line_no = index + 1;
         if is_marker(line, "down") {
@@ -563,6 +577,9 @@ pub fn parse_migration(file: &str, raw: &[u8]) -> Result<Migration, Vec<SourceEr
         }
         if in_header {
             if let Some(text) = directive_text(line) {
+                if text.starts_with("allow-breaking") {
+                    override_lines.push(start..start + line.len());
+                }
                 if apply_directive(&mut directives, text).is_err() {
                     errors.push(SourceError::UnknownDirective {
                         file: file.into(),
@@ -576,6 +593,9 @@ pub fn parse_migration(file: &str, raw: &[u8]) -> Result<Migration, Vec<SourceEr
     if in_header {
         header_end = content.len();
     }
+    // The override says nothing about what runs: adding it to an applied file (one the
+    // guard refuses only since it exists) must not read as an edit of that file.
+    let checksum = checksum(&without(&content, &override_lines));
 
     let body = &content[body_start..];
     let statements = match sql::tokenize(body).and_then(|tokens| {
@@ -1103,6 +1123,32 @@ mod tests {
                 "-- DROP TABLE t;\nCOMMENT ON TABLE t IS 'DROP TABLE t';\nDO $$ BEGIN DROP TABLE t; END $$;\n"
             )
             .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_override_line_does_not_change_the_checksum_other_lines_do() {
+        let shipped = parse("040_x.sql", "-- Cleans up.\nDROP TABLE IF EXISTS t;\n");
+        // Today the shipped file is refused; with the override it passes with the same checksum.
+        assert!(matches!(
+            shipped.as_ref().unwrap_err()[0],
+            SourceError::BreakingInExpand { .. }
+        ));
+        let overridden = parse(
+            "040_x.sql",
+            "-- Cleans up.\n-- db-setup: allow-breaking=t was never released\nDROP TABLE IF EXISTS t;\n",
+        )
+        .unwrap();
+        assert_eq!(
+            overridden.checksum,
+            checksum("-- Cleans up.\nDROP TABLE IF EXISTS t;\n")
+        );
+        // Any other directive, or the SQL, still counts.
+        let other = parse("041_x.sql", "-- db-setup: lock-timeout=5s\nSELECT 1;\n").unwrap();
+        assert_ne!(other.checksum, checksum("SELECT 1;\n"));
+        assert_eq!(
+            other.checksum,
+            checksum("-- db-setup: lock-timeout=5s\nSELECT 1;\n")
         );
     }
 
