@@ -449,6 +449,23 @@ mod tests {
     }
 
     #[test]
+    fn the_phase_option_selects_a_step() {
+        for (text, phase) in [("expand", Phase::Expand), ("contract", Phase::Contract)] {
+            let cli = parse(&["plan", "--phase", text]).unwrap();
+            let Command::Plan { run, .. } = cli.command else {
+                panic!("not plan")
+            };
+            assert_eq!(run.options().phase, Some(phase));
+        }
+        let Command::Migrate { run, .. } = parse(&["migrate"]).unwrap().command else {
+            panic!("not migrate")
+        };
+        assert_eq!(run.options().phase, None);
+        let e = parse(&["migrate", "--phase", "later"]).unwrap_err();
+        assert!(e.to_string().contains("expand"), "{e}");
+    }
+
+    #[test]
     fn status_exit_codes_say_pending_and_problems() {
         use db_setup::migrate::Problem;
         use db_setup::migrate::history::TableState;

@@ -163,22 +163,18 @@ fn action(items: &[Item]) -> Option<Breaking> {
             _ => Some(Breaking::DropColumn),
         },
         "ALTER" => {
-            // ALTER [COLUMN] name ... ; CONSTRAINT is not a column.
+            // ALTER [COLUMN] name <sub-action>; CONSTRAINT is not a column.
             if after(1) == Some("CONSTRAINT") {
                 return None;
             }
-            let from = verb + 1;
-            let tail = &items[from..];
-            let has = |a: &str, b: &str| {
-                tail.windows(2)
-                    .any(|p| p[0] == Item::Word(a.into()) && p[1] == Item::Word(b.into()))
-            };
-            if tail.contains(&Item::Word("TYPE".into())) {
-                Some(Breaking::AlterColumnType)
-            } else if has("SET", "NOT") && tail.contains(&Item::Word("NULL".into())) {
-                Some(Breaking::SetNotNull)
-            } else {
-                None
+            let name_at = if after(1) == Some("COLUMN") { 2 } else { 1 };
+            let sub = |n: usize| after(name_at + 1 + n);
+            match (sub(0), sub(1), sub(2)) {
+                (Some("TYPE"), _, _) | (Some("SET"), Some("DATA"), Some("TYPE")) => {
+                    Some(Breaking::AlterColumnType)
+                }
+                (Some("SET"), Some("NOT"), Some("NULL")) => Some(Breaking::SetNotNull),
+                _ => None,
             }
         }
         "ADD" => {
@@ -269,6 +265,8 @@ mod tests {
             "ALTER TABLE t ALTER COLUMN a SET DEFAULT 0",
             "ALTER TABLE t ALTER COLUMN a DROP DEFAULT",
             "ALTER TABLE t ADD COLUMN \"type\" int",
+            "ALTER TABLE t ALTER COLUMN type SET DEFAULT 'x'",
+            "ALTER TABLE t ALTER type DROP NOT NULL",
             "DROP INDEX CONCURRENTLY IF EXISTS i",
             "DROP TRIGGER tr ON t",
             "DROP TYPE IF EXISTS e",
