@@ -8,6 +8,9 @@
 use std::path::Path;
 
 #[allow(dead_code)]
+#[path = "src/migrate/breaking.rs"]
+mod breaking;
+#[allow(dead_code)]
 #[path = "src/duration.rs"]
 mod duration;
 #[path = "src/migrate/files.rs"]
@@ -27,6 +30,7 @@ fn main() {
     println!("cargo:rerun-if-changed={}", dir.display());
     println!("cargo:rerun-if-changed=src/migrate/parse.rs");
     println!("cargo:rerun-if-changed=src/migrate/sql.rs");
+    println!("cargo:rerun-if-changed=src/migrate/breaking.rs");
     println!("cargo:rerun-if-changed=src/migrate/hash.rs");
     println!("cargo:rerun-if-changed=src/migrate/files.rs");
 

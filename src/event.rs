@@ -17,6 +17,7 @@ use crate::duration::parse_duration;
 use crate::fleet::DatabaseTarget;
 use crate::insight::{InsightOptions, MAX_TOP};
 use crate::migrate::TransactionMode;
+use crate::migrate::options::Phase;
 
 /// The longest identifier copied from a request into a response.
 pub const MAX_ID_LEN: usize = 1024;
@@ -47,6 +48,9 @@ pub struct Properties {
     pub target_migration: Option<String>,
     /// False skips the users step.
     pub manage_users: bool,
+    /// The deploy phase this resource runs (`Phase`: `expand` or `contract`);
+    /// absent runs every pending migration.
+    pub phase: Option<Phase>,
 }
 
 /// Where and how to answer CloudFormation: whatever identifiers the event has.
@@ -104,6 +108,8 @@ pub enum Action {
         to: Option<String>,
         /// Transaction mode.
         mode: Option<TransactionMode>,
+        /// The deploy phase (`expand` stops before the first pending contract migration).
+        phase: Option<Phase>,
     },
     /// Run the migrations (not the users).
     Migrate {
@@ -115,6 +121,8 @@ pub enum Action {
         /// admin secret and endpoint come from the input.
         #[serde(skip_serializing_if = "Option::is_none")]
         database: Option<DatabaseTarget>,
+        /// The deploy phase (`expand` stops before the first pending contract migration).
+        phase: Option<Phase>,
     },
     /// Check the schema against the declared expectations.
     Verify,
@@ -326,12 +334,19 @@ fn parse_properties(name: &str, value: Option<&Value>, problems: &mut Vec<String
     let mode = text("TransactionMode");
     let target = text("TargetMigration");
     let manage = text("ManageUsers");
+    let phase = text("Phase");
     props.migrations_hash = hash.filter(|h| !h.is_empty());
     props.target_migration = target.filter(|t| !t.is_empty());
     if let Some(mode) = mode.filter(|m| !m.is_empty()) {
         match mode.parse() {
             Ok(m) => props.transaction_mode = Some(m),
             Err(e) => problems.push(format!("property TransactionMode: {}", truncate(&e, 120))),
+        }
+    }
+    if let Some(phase) = phase.filter(|p| !p.is_empty()) {
+        match phase.parse() {
+            Ok(p) => props.phase = Some(p),
+            Err(e) => problems.push(format!("property Phase: {}", truncate(&e, 120))),
         }
     }
     if let Some(manage) = manage.filter(|m| !m.is_empty()) {
@@ -432,10 +447,18 @@ fn parse_action(map: &Map<String, Value>, unreadable: &Unreadable) -> Result<Act
     let to = text("to").filter(|t| !t.is_empty());
     let mode_text = text("mode");
     let ensure_text = text("ensure");
+    let phase_text = text("phase").filter(|p| !p.is_empty());
     let mode = mode_text.and_then(|m| match m.parse::<TransactionMode>() {
         Ok(mode) => Some(mode),
         Err(e) => {
             problems.push(format!("mode: {e}"));
+            None
+        }
+    });
+    let phase = phase_text.and_then(|p| match p.parse::<Phase>() {
+        Ok(phase) => Some(phase),
+        Err(e) => {
+            problems.push(format!("phase: {e}"));
             None
         }
     });
@@ -468,8 +491,13 @@ fn parse_action(map: &Map<String, Value>, unreadable: &Unreadable) -> Result<Act
     let insight = insight_options(map, &mut problems);
     let action = match name {
         "status" => Some(Action::Status),
-        "plan" => Some(Action::Plan { to, mode }),
-        "migrate" => Some(Action::Migrate { to, mode, database }),
+        "plan" => Some(Action::Plan { to, mode, phase }),
+        "migrate" => Some(Action::Migrate {
+            to,
+            mode,
+            phase,
+            database,
+        }),
         "verify" => Some(Action::Verify),
         "users" => Some(Action::Users { ensure }),
         "baseline" => match to {
@@ -694,6 +722,31 @@ mod tests {
     }
 
     #[test]
+    fn the_phase_property_selects_a_deploy_phase() {
+        let Request::CloudFormation(r) = parse(&create()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.properties.phase, None);
+        for (text, phase) in [("expand", Phase::Expand), ("contract", Phase::Contract)] {
+            let mut e = create();
+            e["ResourceProperties"]["Phase"] = json!(text);
+            let Request::CloudFormation(r) = parse(&e).unwrap() else {
+                panic!()
+            };
+            assert_eq!(r.properties.phase, Some(phase));
+        }
+        let mut e = create();
+        e["ResourceProperties"]["Phase"] = json!("cleanup");
+        let text = parse(&e).unwrap_err().to_string();
+        assert!(
+            text.contains(
+                "property Phase: unknown phase \"cleanup\": expected \"expand\" or \"contract\""
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn missing_and_malformed_fields_are_each_named_and_the_reply_kept() {
         let e = json!({
             "RequestType": "Create",
@@ -875,7 +928,22 @@ mod tests {
                 to: Some("003_x".into()),
                 mode: Some(TransactionMode::Each),
                 database: None,
+                phase: None,
             })
+        );
+        assert_eq!(
+            parse(&json!({"action": "plan", "phase": "expand"})).unwrap(),
+            Request::Action(Action::Plan {
+                to: None,
+                mode: None,
+                phase: Some(Phase::Expand)
+            })
+        );
+        assert!(
+            parse(&json!({"action": "plan", "phase": "soon"}))
+                .unwrap_err()
+                .to_string()
+                .contains("phase: unknown phase \"soon\"")
         );
         assert_eq!(
             parse(&json!({"action": "users", "ensure": true})).unwrap(),

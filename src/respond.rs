@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use crate::db::Tls;
 
 use crate::event::ReplyTo;
+use crate::migrate::options::Phase;
 
 /// CloudFormation rejects a longer response ("Response object is too long").
 pub const MAX_BODY: usize = 4096;
@@ -73,6 +74,13 @@ pub struct Data {
     /// Why nothing was run (a Delete, a rollback).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The deploy phase this request ran (`expand` or `contract`), when it asked for one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Pending migrations left to the contract phase, comma-separated
+    /// (empty when none); set on an `expand` request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waits_for_contract: Option<String>,
 }
 
 impl Data {
@@ -437,6 +445,8 @@ mod tests {
             users: Some(2),
             users_rotated: Some(1),
             message: None,
+            phase: None,
+            waits_for_contract: None,
         };
         assert_eq!(
             serde_json::to_value(&data).unwrap(),
@@ -448,6 +458,20 @@ mod tests {
             json!({"Message": "nothing was run"})
         );
         assert_eq!(serde_json::to_value(Data::default()).unwrap(), json!({}));
+    }
+
+    #[test]
+    fn data_says_which_phase_ran_and_what_waits() {
+        let data = Data {
+            applied: Some(2),
+            phase: Some(Phase::Expand),
+            waits_for_contract: Some("003_drop_old,004_more".into()),
+            ..Data::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&data).unwrap(),
+            json!({"Applied": "2", "Phase": "expand", "WaitsForContract": "003_drop_old,004_more"})
+        );
     }
 
     #[test]

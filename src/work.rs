@@ -15,6 +15,7 @@ use crate::event::{Action, CfnRequest, RequestType};
 use crate::fleet::DatabaseTarget;
 use crate::handler::{Progress, Work};
 use crate::insight;
+use crate::migrate::options::Phase;
 use crate::migrate::{
     MigrateError, MigrationSet, Migrator, PlanReport, RunOptions, TransactionMode,
 };
@@ -133,6 +134,15 @@ impl<S: SecretStore + 'static> LiveWork<S> {
     }
 
     fn run_options(&self, mode: Option<TransactionMode>, up_to: Option<String>) -> RunOptions {
+        self.phase_options(mode, up_to, None)
+    }
+
+    fn phase_options(
+        &self,
+        mode: Option<TransactionMode>,
+        up_to: Option<String>,
+        phase: Option<Phase>,
+    ) -> RunOptions {
         RunOptions {
             mode: mode.unwrap_or(self.config.transaction_mode),
             lock_wait: self.config.lock_wait,
@@ -140,6 +150,7 @@ impl<S: SecretStore + 'static> LiveWork<S> {
             statement_timeout: self.config.statement_timeout,
             lock_retries: self.config.lock_retries,
             up_to,
+            phase,
             ..RunOptions::default()
         }
     }
@@ -203,10 +214,15 @@ impl<S: SecretStore + 'static> LiveWork<S> {
         }
         let admin = self.admin(&progress, None).await?;
         let connection = self.connect(&admin.target, None, &progress).await?;
-        progress.step("migrating");
-        let options = self.run_options(
+        let phase = request.properties.phase;
+        progress.step(match phase {
+            Some(p) => format!("migrating ({p} phase)"),
+            None => "migrating".to_string(),
+        });
+        let options = self.phase_options(
             request.properties.transaction_mode,
             request.properties.target_migration.clone(),
+            phase,
         );
         let mut data = match Migrator::new(connection.client(), options)
             .migrate(&self.migrations)
@@ -221,6 +237,8 @@ impl<S: SecretStore + 'static> LiveWork<S> {
                     applied: Some(report.applied.len()),
                     already_applied: Some(report.already_applied),
                     last_migration: Some(report.last_migration.unwrap_or_default()),
+                    phase,
+                    waits_for_contract: phase.map(|_| report.waits_for_contract.join(",")),
                     ..Data::default()
                 }
             }
@@ -266,9 +284,9 @@ impl<S: SecretStore + 'static> LiveWork<S> {
                     .await?;
                 to_json(serde_json::to_value(status))
             }
-            Action::Plan { to, mode } => {
+            Action::Plan { to, mode, phase } => {
                 progress.step("planning");
-                let status = Migrator::new(client, self.run_options(mode, to))
+                let status = Migrator::new(client, self.phase_options(mode, to, phase))
                     .status(&self.migrations)
                     .await?;
                 to_json(serde_json::to_value(PlanReport::from(status)))
@@ -291,9 +309,14 @@ impl<S: SecretStore + 'static> LiveWork<S> {
                     .await?;
                 to_json(serde_json::to_value(report))
             }
-            Action::Migrate { to, mode, database } => {
+            Action::Migrate {
+                to,
+                mode,
+                phase,
+                database,
+            } => {
                 progress.step("migrating");
-                let report = Migrator::new(client, self.run_options(mode, to))
+                let report = Migrator::new(client, self.phase_options(mode, to, phase))
                     .migrate(&self.migrations)
                     .await?;
                 let mut value = to_json(serde_json::to_value(report));

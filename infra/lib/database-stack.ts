@@ -5,6 +5,7 @@ import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as rds from 'aws-cdk-lib/aws-rds';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import * as ssm from 'aws-cdk-lib/aws-ssm';
 import type { Construct } from 'constructs';
 import { type AppUser, DbSetup, type IamUser, type PasswordUser, type ResponseMode } from './db-setup';
 
@@ -57,6 +58,11 @@ export class DatabaseStack extends Stack {
    * `rds-db:connect` as every IAM user.
    */
   public readonly appRole: iam.Role;
+  /**
+   * A stand-in for the application's deployment (its release, as a parameter): created or
+   * updated after db-setup's expand phase and before its contract phase.
+   */
+  public readonly application: ssm.StringParameter;
 
   constructor(scope: Construct, id: string, props: DatabaseStackProps) {
     super(scope, id, props);
@@ -174,6 +180,16 @@ export class DatabaseStack extends Stack {
         this.dbSetup.grantConnect(this.appRole, user.username);
       }
     }
+
+    // Two-phase deploys: the application (here a stand-in) is deployed between db-setup's
+    // expand phase (additive migrations, the users) and its contract phase (what only the
+    // previous application version used: docs/migrations.md, "Expand and contract").
+    this.application = new ssm.StringParameter(this, 'ApplicationRelease', {
+      description: 'Stand-in for the application deployment: its release',
+      stringValue: this.node.tryGetContext('applicationRelease') ?? '1',
+    });
+    this.dbSetup.runExpandBefore(this.application);
+    this.dbSetup.runContractAfter(this.application);
 
     new CfnOutput(this, 'DatabaseEndpoint', { value: this.database.instanceEndpoint.socketAddress });
     new CfnOutput(this, 'AdminSecretArn', { value: this.database.secret!.secretArn });

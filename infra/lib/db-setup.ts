@@ -11,7 +11,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as cr from 'aws-cdk-lib/custom-resources';
-import { Construct } from 'constructs';
+import { Construct, type IConstruct } from 'constructs';
 
 /** The repository root (this file is `<repo>/infra/lib/db-setup.ts`). */
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
@@ -431,8 +431,20 @@ export class DbSetup extends Construct {
   public readonly rotationSecurityGroup?: ec2.SecurityGroup;
   /** The rotation schedules, by username. */
   public readonly rotationSchedules: Record<string, secretsmanager.RotationSchedule> = {};
+  /**
+   * The contract-phase custom resource (`Custom::DbSetupContract`), once
+   * {@link DbSetup.runContractAfter} has been called: it runs the migrations from the first
+   * pending `-- db-setup: phase=contract` one on, after the application's resources.
+   */
+  public contractResource?: CustomResource;
 
   private readonly users: AppUser[];
+  private readonly resourceSettings: {
+    serviceToken: string;
+    serviceTimeout: Duration;
+    properties: Record<string, string>;
+    id: string;
+  };
   private readonly database: ec2.IConnectable;
   private readonly databaseResourceId?: string;
 
@@ -573,6 +585,12 @@ export class DbSetup extends Construct {
 
     // The construct id differs per mode: CloudFormation cannot change the ServiceToken of
     // an existing custom resource, so switching modes replaces the resource instead.
+    this.resourceSettings = {
+      serviceToken,
+      serviceTimeout,
+      properties,
+      id: mode === 'direct' ? 'ContractResource' : 'ProviderContractResource',
+    };
     this.resource = new CustomResource(this, mode === 'direct' ? 'Resource' : 'ProviderResource', {
       serviceToken,
       resourceType: 'Custom::DbSetup',
@@ -599,6 +617,58 @@ export class DbSetup extends Construct {
         this.rotationSchedules[user.username] = this.addRotation(user, user.rotation!, props);
       }
     }
+  }
+
+  /**
+   * Two-phase deploys: `constructs` (the application's resources) are created or updated
+   * only after the expand phase, which runs the pending migrations up to, not including, the
+   * first pending `-- db-setup: phase=contract` one (and the users step). Switches the
+   * construct to phases: {@link DbSetup.resource} sends `Phase: expand`, and the contract
+   * resource ({@link DbSetup.contractResource}) is created, after the expand one.
+   */
+  public runExpandBefore(...constructs: IConstruct[]): void {
+    this.phases();
+    for (const construct of constructs) {
+      construct.node.addDependency(this.resource);
+    }
+  }
+
+  /**
+   * Two-phase deploys: the contract phase (`Phase: contract`, the pending migrations from the
+   * first `phase=contract` one on, in number order; no users step) runs only after
+   * `constructs` (the application's resources) are created or updated, so the old
+   * application version has stopped serving before anything it uses is removed. Returns the
+   * contract custom resource.
+   *
+   * A rollback never runs a contract migration: CloudFormation rolls the contract resource
+   * back with the previous template's properties, whose `MigrationsHash` is not the new
+   * code's (the function runs nothing), and a resource created by the failed deploy is only
+   * deleted. But once the contract phase has succeeded, an application rollback (a later
+   * resource of the same deploy failing) brings back an application version whose columns
+   * may be gone: the database is forward-only, so fix forward (docs/migrations.md).
+   */
+  public runContractAfter(...constructs: IConstruct[]): CustomResource {
+    const contract = this.phases();
+    for (const construct of constructs) {
+      contract.node.addDependency(construct);
+    }
+    return contract;
+  }
+
+  private phases(): CustomResource {
+    if (this.contractResource === undefined) {
+      (this.resource.node.defaultChild as CfnResource).addPropertyOverride('Phase', 'expand');
+      const { serviceToken, serviceTimeout, properties, id } = this.resourceSettings;
+      this.contractResource = new CustomResource(this, id, {
+        serviceToken,
+        resourceType: 'Custom::DbSetupContract',
+        serviceTimeout,
+        // The users step belongs to the expand phase: the new application logs in with them.
+        properties: { ...properties, Phase: 'contract', ManageUsers: 'false' },
+      });
+      this.contractResource.node.addDependency(this.resource);
+    }
+    return this.contractResource;
   }
 
   /**
@@ -751,7 +821,7 @@ export class DbSetup extends Construct {
         resources: [adminSecret, ...userSecrets].map(arn),
       }),
     );
-    adminSecret.encryptionKey?.grant(this.function, 'kms:Decrypt');
+    this.grantKeyViaSecretsManager(adminSecret, ['kms:Decrypt']);
     if (userSecrets.length === 0) {
       return;
     }
@@ -766,8 +836,29 @@ export class DbSetup extends Construct {
       }),
     );
     for (const secret of userSecrets) {
-      secret.encryptionKey?.grant(this.function, 'kms:Decrypt', 'kms:GenerateDataKey');
+      this.grantKeyViaSecretsManager(secret, ['kms:Decrypt', 'kms:GenerateDataKey']);
     }
+  }
+
+  /**
+   * A customer-managed key of a secret: `actions` on that key only, and only through Secrets
+   * Manager in this stack's region (`kms:ViaService`): the function never uses the key
+   * directly, so its role cannot decrypt anything else with it.
+   */
+  private grantKeyViaSecretsManager(secret: secretsmanager.ISecret, actions: string[]): void {
+    const key = secret.encryptionKey;
+    if (key === undefined) {
+      return;
+    }
+    this.function.addToRolePolicy(
+      new iam.PolicyStatement({
+        actions,
+        resources: [key.keyArn],
+        conditions: {
+          StringEquals: { 'kms:ViaService': `secretsmanager.${Stack.of(this).region}.amazonaws.com` },
+        },
+      }),
+    );
   }
 }
 

@@ -60,6 +60,44 @@ function build(extra: Partial<DbSetupProps> & { stack?: Stack } = {}) {
 }
 
 describe('DbSetup construct', () => {
+  it('sends no Phase and has one resource until phases are used (every migration in one step)', () => {
+    const { template } = build();
+    template.resourceCountIs('Custom::DbSetup', 1);
+    template.resourceCountIs('Custom::DbSetupContract', 0);
+    const [resource] = Object.values(template.findResources('Custom::DbSetup')) as any[];
+    assert.equal(resource.Properties.Phase, undefined);
+  });
+
+  it('runContractAfter adds a contract resource after the given constructs and the expand one', () => {
+    const h = host();
+    const dbSetup = new DbSetup(h.stack, 'Setup', {
+      code: fixtureCode(),
+      vpc: h.vpc,
+      database: h.database,
+      adminSecret: new secretsmanager.Secret(h.stack, 'Admin'),
+    });
+    const app = new sns.Topic(h.stack, 'App');
+    const other = new sns.Topic(h.stack, 'Other');
+    dbSetup.runExpandBefore(app, other);
+    const contract = dbSetup.runContractAfter(app);
+    // A second call reuses the one contract resource.
+    assert.equal(dbSetup.runContractAfter(other), contract);
+    const template = Template.fromStack(h.stack);
+    template.resourceCountIs('Custom::DbSetupContract', 1);
+    const res = template.toJSON().Resources as Record<string, any>;
+    const logical = (c: { node: { defaultChild?: unknown } }) => h.stack.getLogicalId(c.node.defaultChild as any);
+    const expandId = logical(dbSetup.resource);
+    const contractId = logical(contract);
+    for (const topic of [app, other]) {
+      assert.ok(res[logical(topic)].DependsOn.includes(expandId));
+      assert.ok(res[contractId].DependsOn.includes(logical(topic)));
+    }
+    assert.ok(res[contractId].DependsOn.includes(expandId));
+    assert.equal(res[expandId].Properties.Phase, 'expand');
+    assert.equal(res[contractId].Properties.Phase, 'contract');
+    assert.equal(res[contractId].Properties.ManageUsers, 'false');
+  });
+
   it('allows the function into the database on the given port (5432 by default)', () => {
     const { template } = build({ port: 6432 });
     template.hasResourceProperties('AWS::EC2::SecurityGroupIngress', { FromPort: 6432, ToPort: 6432 });
@@ -85,12 +123,17 @@ describe('DbSetup construct', () => {
     const res = Template.fromStack(h.stack).toJSON().Resources;
     const kmsStatements = allStatements(res).filter((s) => actions(s).some((a) => a.startsWith('kms:')));
     const keyArn = (k: kms.Key) => `<${h.stack.getLogicalId(k.node.defaultChild as kms.CfnKey)}.Arn>`;
-    const granted = kmsStatements.map((s) => ({ actions: actions(s).sort(), resources: resources(s) }));
+    const granted = kmsStatements.map((s) => ({
+      actions: actions(s).sort(),
+      resources: resources(s),
+      via: flatten(s.Condition?.StringEquals?.['kms:ViaService']),
+    }));
+    const via = 'secretsmanager.<AWS::Region>.amazonaws.com';
     assert.deepEqual(
       granted.sort((a, b) => a.actions.length - b.actions.length),
       [
-        { actions: ['kms:Decrypt'], resources: [keyArn(adminKey)] },
-        { actions: ['kms:Decrypt', 'kms:GenerateDataKey'], resources: [keyArn(userKey)] },
+        { actions: ['kms:Decrypt'], resources: [keyArn(adminKey)], via },
+        { actions: ['kms:Decrypt', 'kms:GenerateDataKey'], resources: [keyArn(userKey)], via },
       ],
     );
   });

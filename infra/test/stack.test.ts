@@ -201,7 +201,14 @@ describe('custom resource (direct mode)', () => {
       config,
       Object.fromEntries(Object.entries(env).map(([k, v]) => [k, flatten(v)])),
     );
-    assert.deepEqual(Object.keys(cr.Properties).sort(), ['Config', 'MigrationsHash', 'ServiceTimeout', 'ServiceToken']);
+    assert.deepEqual(Object.keys(cr.Properties).sort(), [
+      'Config',
+      'MigrationsHash',
+      'Phase',
+      'ServiceTimeout',
+      'ServiceToken',
+    ]);
+    assert.equal(cr.Properties.Phase, 'expand');
   });
 
   it('is created after the database, its ingress rule and the endpoints (and deleted before them)', () => {
@@ -215,6 +222,32 @@ describe('custom resource (direct mode)', () => {
       assert.ok(deps.includes(needed), `${crId} should depend on ${needed}`);
     }
   });
+});
+
+describe('two-phase deploy (expand, application, contract)', () => {
+  for (const [mode, synthesized] of [['direct', direct], ['provider', provider]] as const) {
+    it(`orders expand before the application and contract after it (${mode} mode)`, () => {
+      const { stack, res, id } = synthesized;
+      const [expandId, expand] = Object.entries(res).find(([, r]) => r.Type === 'Custom::DbSetup')!;
+      const contracts = Object.entries(res).filter(([, r]) => r.Type === 'Custom::DbSetupContract');
+      assert.equal(contracts.length, 1);
+      const [contractId, contract] = contracts[0];
+      const appId = id(stack.application);
+      assert.equal(expand.Properties.Phase, 'expand');
+      assert.equal(contract.Properties.Phase, 'contract');
+      // Same function, same migrations; the users step runs in the expand phase only.
+      assert.deepEqual(contract.Properties.ServiceToken, expand.Properties.ServiceToken);
+      assert.equal(contract.Properties.MigrationsHash, expand.Properties.MigrationsHash);
+      assert.equal(contract.Properties.ManageUsers, 'false');
+      assert.equal(expand.Properties.ManageUsers, undefined);
+      // expand <- application <- contract (and contract <- expand directly).
+      assert.ok(res[appId].DependsOn.includes(expandId), `${appId} should depend on ${expandId}`);
+      assert.ok(contract.DependsOn.includes(appId), `${contractId} should depend on ${appId}`);
+      assert.ok(contract.DependsOn.includes(expandId), `${contractId} should depend on ${expandId}`);
+      assert.ok(!(expand.DependsOn ?? []).includes(contractId));
+      assert.ok(!(expand.DependsOn ?? []).includes(appId));
+    });
+  }
 });
 
 describe('permissions', () => {

@@ -45,6 +45,7 @@ export interface Statement {
   Action: string | string[];
   Resource: unknown;
   Effect: string;
+  Condition?: Record<string, Record<string, unknown>>;
 }
 
 /** All statements of the template's `AWS::IAM::Policy` resources and inline role policies. */

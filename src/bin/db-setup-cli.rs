@@ -17,6 +17,7 @@ use db_setup::db::{self, ConnectError, ConnectOptions, Target, Tls, TlsMode, Tls
 use db_setup::defaults;
 use db_setup::duration::parse_duration;
 use db_setup::insight::{InsightOptions, MAX_TOP};
+use db_setup::migrate::options::Phase;
 use db_setup::migrate::report::PlanReport;
 use db_setup::migrate::{
     MigrateError, MigrationSet, Migrator, RunOptions, SourceErrors, StatusReport, TransactionMode,
@@ -230,6 +231,10 @@ struct Run {
     /// The last migration to apply.
     #[arg(long, value_name = "MIGRATION")]
     to: Option<String>,
+    /// The deploy phase: `expand` stops before the first pending
+    /// `phase=contract` migration, `contract` runs the rest (absent: everything).
+    #[arg(long, value_parser = Phase::from_str, value_name = "PHASE")]
+    phase: Option<Phase>,
     /// How long to wait for the migration lock (e.g. 60s).
     #[arg(long, env = "DB_SETUP_LOCK_WAIT", value_parser = parse_duration, value_name = "DURATION")]
     lock_wait: Option<Duration>,
@@ -247,6 +252,7 @@ impl Run {
         RunOptions {
             mode: self.mode.unwrap_or(d.mode),
             up_to: self.to.clone(),
+            phase: self.phase,
             lock_wait: self.lock_wait.unwrap_or(d.lock_wait),
             lock_timeout: self.lock_timeout.unwrap_or(d.lock_timeout),
             statement_timeout: self.statement_timeout.unwrap_or(d.statement_timeout),
@@ -676,6 +682,23 @@ mod tests {
     }
 
     #[test]
+    fn the_phase_option_selects_a_step() {
+        for (text, phase) in [("expand", Phase::Expand), ("contract", Phase::Contract)] {
+            let cli = parse(&["plan", "--phase", text]).unwrap();
+            let Command::Plan { run, .. } = cli.command else {
+                panic!("not plan")
+            };
+            assert_eq!(run.options().phase, Some(phase));
+        }
+        let Command::Migrate { run, .. } = parse(&["migrate"]).unwrap().command else {
+            panic!("not migrate")
+        };
+        assert_eq!(run.options().phase, None);
+        let e = parse(&["migrate", "--phase", "later"]).unwrap_err();
+        assert!(e.to_string().contains("expand"), "{e}");
+    }
+
+    #[test]
     fn status_exit_codes_say_pending_and_problems() {
         use db_setup::migrate::Problem;
         use db_setup::migrate::history::TableState;
@@ -689,6 +712,9 @@ mod tests {
             checksums_not_recorded: Vec::new(),
             plan: Some(Vec::new()),
             held_back: Vec::new(),
+            phase: None,
+            waits_for_contract: Vec::new(),
+            breaking_allowed: Vec::new(),
             lock_holder: None,
             invalid_indexes: Vec::new(),
             other_histories: Vec::new(),
@@ -700,6 +726,7 @@ mod tests {
             name: "002_b".into(),
             checksum: "c".into(),
             no_transaction: false,
+            phase: Phase::Expand,
         });
         assert_eq!(status_code(&status), EXIT_PENDING);
         status.problems.push(Problem::MissingFile {

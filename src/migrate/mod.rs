@@ -5,6 +5,7 @@
 //! migrations/*.sql ──parse──> MigrationSet ──plan(history)──> Plan ──runner──> RunReport
 //! ```
 
+pub mod breaking;
 pub mod error;
 pub mod files;
 pub mod foreign;

@@ -44,6 +44,14 @@ impl fmt::Display for TransactionMode {
     }
 }
 
+pub use super::parse::Phase;
+
+impl serde::Serialize for Phase {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 /// Settings of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunOptions {
@@ -61,6 +69,8 @@ pub struct RunOptions {
     pub retry_pause: Duration,
     /// Run only up to this migration (inclusive).
     pub up_to: Option<String>,
+    /// The deploy phase this run is (`None`: everything pending, no phases).
+    pub phase: Option<Phase>,
 }
 
 impl Default for RunOptions {
@@ -73,6 +83,7 @@ impl Default for RunOptions {
             lock_retries: defaults::LOCK_RETRIES,
             retry_pause: defaults::LOCK_RETRY_PAUSE,
             up_to: None,
+            phase: None,
         }
     }
 }

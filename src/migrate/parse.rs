@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::breaking;
 use super::sql::{self, Statement};
 use crate::duration::parse_duration;
 
@@ -94,6 +95,51 @@ impl fmt::Display for OrderNumber {
     }
 }
 
+/// The deploy phase a migration belongs to (`-- db-setup: phase=...`).
+///
+/// `Expand` migrations run before the application is updated and must keep
+/// the running (old) application working; `Contract` migrations run after
+/// it, and may remove what only the old application used. The order stays
+/// strict: an expand step stops before the first pending contract migration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Before the application is updated (the default).
+    #[default]
+    Expand,
+    /// After the application is updated.
+    Contract,
+}
+
+impl Phase {
+    /// The name used in directives, properties and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Expand => "expand",
+            Phase::Contract => "contract",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Phase {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "expand" => Ok(Phase::Expand),
+            "contract" => Ok(Phase::Contract),
+            other => Err(format!(
+                "unknown phase {other:?}: expected \"expand\" or \"contract\""
+            )),
+        }
+    }
+}
+
 /// Per-file settings read from `-- db-setup: ...` lines in the file's header.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Directives {
@@ -104,6 +150,11 @@ pub struct Directives {
     pub statement_timeout: Option<Duration>,
     /// Overrides the run's `lock_timeout` for this file.
     pub lock_timeout: Option<Duration>,
+    /// The deploy phase (`phase=expand|contract`; expand when absent).
+    pub phase: Phase,
+    /// Why this expand file may hold a breaking change anyway
+    /// (`allow-breaking=<reason>`); `plan` lists every use.
+    pub allow_breaking: Option<String>,
 }
 
 /// A line and a column (both from 1, the column in characters) in a file.
@@ -128,7 +179,8 @@ pub struct Migration {
     pub name: String,
     /// The order number (leading digits).
     pub number: OrderNumber,
-    /// SHA-256 of the file content with line endings normalized, lower-case hex.
+    /// SHA-256 of the file content with line endings normalized, lower-case hex;
+    /// `-- db-setup: allow-breaking=...` header lines are left out.
     pub checksum: String,
     /// The whole file, line endings normalized to `\n`.
     pub content: String,
@@ -263,7 +315,7 @@ pub enum SourceError {
     },
     /// A `-- db-setup:` line that is not a known directive.
     #[error(
-        "{file}:{line}: unknown directive `{text}`: write no-transaction, statement-timeout=<duration> or lock-timeout=<duration>"
+        "{file}:{line}: unknown directive `{text}`: write no-transaction, statement-timeout=<duration>, lock-timeout=<duration>, phase=expand|contract or allow-breaking=<reason>"
     )]
     UnknownDirective {
         /// The file.
@@ -304,6 +356,25 @@ pub enum SourceError {
         line: usize,
         /// The statement's first words.
         statement: String,
+    },
+    /// An expand-phase file holds an operation that breaks the application
+    /// version still running.
+    #[error(
+        "{file}:{line}: `{statement}` is {operation}, which breaks the application version still running \
+         while an expand migration runs (and the one a rollback returns to): {fix}; or, if no running \
+         version can notice, say why in the header: `-- db-setup: allow-breaking=<reason>`"
+    )]
+    BreakingInExpand {
+        /// The file.
+        file: String,
+        /// The statement's line.
+        line: usize,
+        /// The statement (its start, on one line).
+        statement: String,
+        /// The operation (`DROP COLUMN`, ...).
+        operation: &'static str,
+        /// What to do instead.
+        fix: &'static str,
     },
     /// An unterminated string, comment or identifier.
     #[error("{file}:{line}: {what}")]
@@ -426,9 +497,34 @@ fn apply_directive(directives: &mut Directives, text: &str) -> Result<(), ()> {
         ("lock-timeout", Some(v)) => {
             directives.lock_timeout = Some(parse_duration(v).map_err(|_| ())?)
         }
+        ("phase", Some(v)) => directives.phase = v.parse().map_err(|_| ())?,
+        ("allow-breaking", Some(reason)) if !reason.is_empty() => {
+            directives.allow_breaking = Some(reason.to_string())
+        }
         _ => return Err(()),
     }
     Ok(())
+}
+
+/// `text` without the byte ranges `cut` (ordered, not overlapping).
+fn without(text: &str, cut: &[std::ops::Range<usize>]) -> String {
+    let mut kept = String::with_capacity(text.len());
+    let mut from = 0;
+    for range in cut {
+        kept.push_str(&text[from..range.start]);
+        from = range.end;
+    }
+    kept.push_str(&text[from..]);
+    kept
+}
+
+/// `text` with its whitespace runs folded to one space, cut to `max` characters.
+fn one_line(text: &str, max: usize) -> String {
+    let folded = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match folded.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &folded[..i]),
+        None => folded,
+    }
 }
 
 /// Byte offsets of the start of each line of `text`.
@@ -450,7 +546,6 @@ pub fn parse_migration(file: &str, raw: &[u8]) -> Result<Migration, Vec<SourceEr
     let text =
         std::str::from_utf8(raw).map_err(|_| vec![SourceError::NotUtf8 { file: file.into() }])?;
     let content = text.replace("\r\n", "\n");
-    let checksum = checksum(&content);
     let mut errors = Vec::new();
 
     // Markers (node-pg-migrate's) and the header (leading comment lines).
@@ -459,9 +554,14 @@ pub fn parse_migration(file: &str, raw: &[u8]) -> Result<Migration, Vec<SourceEr
     let mut in_header = true;
     let mut header_end = 0;
     let mut directives = Directives::default();
+    // Where a (refused) down section starts: its statements are not checked further.
+    let mut down_at: Option<usize> = None;
+    // The `allow-breaking` lines, which the checksum leaves out.
+    let mut override_lines: Vec<std::ops::Range<usize>> = Vec::new();
     for (index, (start, line)) in line_starts(&content).enumerate() {
         let line_no = index + 1;
         if is_marker(line, "down") {
+            down_at.get_or_insert(start);
             errors.push(SourceError::DownMigration {
                 file: file.into(),
                 line: line_no,
@@ -477,6 +577,9 @@ pub fn parse_migration(file: &str, raw: &[u8]) -> Result<Migration, Vec<SourceEr
         }
         if in_header {
             if let Some(text) = directive_text(line) {
+                if text.starts_with("allow-breaking") {
+                    override_lines.push(start..start + line.len());
+                }
                 if apply_directive(&mut directives, text).is_err() {
                     errors.push(SourceError::UnknownDirective {
                         file: file.into(),
@@ -490,6 +593,9 @@ pub fn parse_migration(file: &str, raw: &[u8]) -> Result<Migration, Vec<SourceEr
     if in_header {
         header_end = content.len();
     }
+    // The override says nothing about what runs: adding it to an applied file (one the
+    // guard refuses only since it exists) must not read as an edit of that file.
+    let checksum = checksum(&without(&content, &override_lines));
 
     let body = &content[body_start..];
     let statements = match sql::tokenize(body).and_then(|tokens| {
@@ -541,6 +647,22 @@ pub fn parse_migration(file: &str, raw: &[u8]) -> Result<Migration, Vec<SourceEr
                 line,
                 statement: head,
             });
+        }
+        let in_down_section = down_at.is_some_and(|d| body_start + statement.offset >= d);
+        if directives.phase == Phase::Expand
+            && directives.allow_breaking.is_none()
+            && !in_down_section
+        {
+            let text = statement.text(&content[body_start..]);
+            if let Some(op) = breaking::breaking(text) {
+                errors.push(SourceError::BreakingInExpand {
+                    file: file.into(),
+                    line,
+                    statement: one_line(text, 80),
+                    operation: op.operation(),
+                    fix: op.fix(),
+                });
+            }
         }
     }
     if !errors.is_empty() {
@@ -848,6 +970,8 @@ mod tests {
                 no_transaction: true,
                 statement_timeout: Some(Duration::from_secs(1800)),
                 lock_timeout: Some(Duration::from_secs(2)),
+                phase: Phase::Expand,
+                allow_breaking: None,
             }
         );
         let stmts: Vec<_> = m.statement_texts().map(|(_, t)| t).collect();
@@ -890,6 +1014,154 @@ mod tests {
             bad_value[0],
             SourceError::UnknownDirective { line: 1, .. }
         ));
+    }
+
+    #[test]
+    fn the_phase_directive_is_read_and_checked() {
+        let m = parse("020_x.sql", "SELECT 1;").unwrap();
+        assert_eq!(m.directives.phase, Phase::Expand);
+        let m = parse(
+            "021_x.sql",
+            "-- Drops the old column.\n-- db-setup: phase=contract\nSELECT 1;",
+        )
+        .unwrap();
+        assert_eq!(m.directives.phase, Phase::Contract);
+        let m = parse("022_x.sql", "-- db-setup: phase = Expand\nSELECT 1;").unwrap();
+        assert_eq!(m.directives.phase, Phase::Expand);
+        for bad in ["phase=later", "phase", "phase="] {
+            let err = parse("023_x.sql", &format!("-- db-setup: {bad}\nSELECT 1;")).unwrap_err();
+            assert_eq!(
+                err,
+                [SourceError::UnknownDirective {
+                    file: "023_x.sql".into(),
+                    line: 1,
+                    text: bad.into()
+                }],
+                "{bad}"
+            );
+        }
+        let late = parse(
+            "024_x.sql",
+            "SELECT 1;\n-- db-setup: phase=contract\nSELECT 2;",
+        )
+        .unwrap_err();
+        assert_eq!(
+            late,
+            [SourceError::LateDirective {
+                file: "024_x.sql".into(),
+                line: 2
+            }]
+        );
+    }
+
+    #[test]
+    fn a_breaking_change_in_an_expand_file_is_refused_with_file_line_statement_and_fix() {
+        let err = parse(
+            "030_rename.sql",
+            "-- Renames a column.\nCREATE TABLE x (a int);\n\nALTER TABLE customers\n  RENAME COLUMN name TO full_name;\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.len(), 1, "{err:?}");
+        let SourceError::BreakingInExpand {
+            file,
+            line,
+            statement,
+            operation,
+            ..
+        } = &err[0]
+        else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            (file.as_str(), *line, statement.as_str(), *operation),
+            (
+                "030_rename.sql",
+                4,
+                "ALTER TABLE customers RENAME COLUMN name TO full_name",
+                "RENAME"
+            )
+        );
+        let text = err[0].to_string();
+        for needle in [
+            "030_rename.sql:4:",
+            "expand/contract pair",
+            "docs/migrations.md",
+            "allow-breaking=<reason>",
+        ] {
+            assert!(text.contains(needle), "{needle}: {text}");
+        }
+        let drop = parse("031_x.sql", "ALTER TABLE t DROP COLUMN a;").unwrap_err();
+        assert!(
+            drop[0]
+                .to_string()
+                .contains("move it to a migration with `-- db-setup: phase=contract`"),
+            "{}",
+            drop[0]
+        );
+    }
+
+    #[test]
+    fn a_contract_file_and_the_override_may_hold_breaking_changes() {
+        let m = parse(
+            "032_x.sql",
+            "-- db-setup: phase=contract\nALTER TABLE t DROP COLUMN a;\nDROP TABLE old;\n",
+        )
+        .unwrap();
+        assert_eq!(m.directives.phase, Phase::Contract);
+        let m = parse(
+            "033_x.sql",
+            "-- db-setup: allow-breaking=the table was never released to any application\n\
+             DROP TABLE staging_import;\n",
+        )
+        .unwrap();
+        assert_eq!(
+            m.directives.allow_breaking.as_deref(),
+            Some("the table was never released to any application")
+        );
+        // The override needs its reason.
+        let err = parse("034_x.sql", "-- db-setup: allow-breaking=\nDROP TABLE t;\n").unwrap_err();
+        assert!(
+            matches!(&err[0], SourceError::UnknownDirective { line: 1, .. }),
+            "{err:?}"
+        );
+        assert!(
+            matches!(&err[1], SourceError::BreakingInExpand { .. }),
+            "{err:?}"
+        );
+        // Statements only in comments and strings pass in an expand file.
+        assert!(
+            parse(
+                "035_x.sql",
+                "-- DROP TABLE t;\nCOMMENT ON TABLE t IS 'DROP TABLE t';\nDO $$ BEGIN DROP TABLE t; END $$;\n"
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_override_line_does_not_change_the_checksum_other_lines_do() {
+        let shipped = parse("040_x.sql", "-- Cleans up.\nDROP TABLE IF EXISTS t;\n");
+        // Today the shipped file is refused; with the override it passes with the same checksum.
+        assert!(matches!(
+            shipped.as_ref().unwrap_err()[0],
+            SourceError::BreakingInExpand { .. }
+        ));
+        let overridden = parse(
+            "040_x.sql",
+            "-- Cleans up.\n-- db-setup: allow-breaking=t was never released\nDROP TABLE IF EXISTS t;\n",
+        )
+        .unwrap();
+        assert_eq!(
+            overridden.checksum,
+            checksum("-- Cleans up.\nDROP TABLE IF EXISTS t;\n")
+        );
+        // Any other directive, or the SQL, still counts.
+        let other = parse("041_x.sql", "-- db-setup: lock-timeout=5s\nSELECT 1;\n").unwrap();
+        assert_ne!(other.checksum, checksum("SELECT 1;\n"));
+        assert_eq!(
+            other.checksum,
+            checksum("-- db-setup: lock-timeout=5s\nSELECT 1;\n")
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::options::TransactionMode;
-use super::parse::Migration;
+use super::parse::{Migration, Phase};
 
 /// One row of `pgmigrations`, as read (ordered by `run_on, id`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -166,6 +166,32 @@ pub struct Plan<'a> {
     pub adopt: Vec<Adoption>,
     /// How many migrations are already applied.
     pub already_applied: usize,
+    /// Pending migrations this step leaves to the contract phase: the first
+    /// pending `phase=contract` migration and everything after it (see
+    /// [`Plan::in_phase`]).
+    pub waits_for_contract: Vec<&'a Migration>,
+}
+
+impl<'a> Plan<'a> {
+    /// Restricts the plan to one deploy phase. `None` (no phase asked) runs
+    /// everything, as before phases existed. `Expand` runs the pending
+    /// migrations up to, not including, the first `phase=contract` one, and
+    /// leaves it and everything after it in `waits_for_contract`, so no
+    /// migration ever runs before one with a lower number. `Contract` runs
+    /// everything pending (an expand migration numbered after a contract
+    /// one can only run after it).
+    pub fn in_phase(mut self, phase: Option<Phase>) -> Self {
+        if phase == Some(Phase::Expand) {
+            if let Some(cut) = self
+                .to_run
+                .iter()
+                .position(|m| m.directives.phase == Phase::Contract)
+            {
+                self.waits_for_contract = self.to_run.split_off(cut);
+            }
+        }
+        self
+    }
 }
 
 /// Decides what to run. `applied` is the history ordered by `run_on, id`;
@@ -278,6 +304,7 @@ pub fn plan<'a>(
             held_back,
             adopt,
             already_applied,
+            waits_for_contract: Vec::new(),
         })
     } else {
         Err(PlanError(problems))
@@ -384,6 +411,87 @@ mod tests {
 
     fn names(ms: &[&Migration]) -> Vec<String> {
         ms.iter().map(|m| m.name.clone()).collect()
+    }
+
+    fn phased() -> Vec<Migration> {
+        set(&[
+            ("001_add_col.sql", "ALTER TABLE t ADD COLUMN b int"),
+            ("002_backfill.sql", "UPDATE t SET b = a"),
+            (
+                "003_drop_old.sql",
+                "-- db-setup: phase=contract\nALTER TABLE t DROP COLUMN a",
+            ),
+            ("004_more.sql", "CREATE TABLE u (id int)"),
+            (
+                "005_drop_more.sql",
+                "-- db-setup: phase=contract\nDROP TABLE old",
+            ),
+        ])
+    }
+
+    #[test]
+    fn the_expand_phase_stops_before_the_first_pending_contract_migration() {
+        let f = phased();
+        let p = plan(&[], &f, None).unwrap().in_phase(Some(Phase::Expand));
+        assert_eq!(names(&p.to_run), ["001_add_col", "002_backfill"]);
+        assert_eq!(
+            names(&p.waits_for_contract),
+            ["003_drop_old", "004_more", "005_drop_more"]
+        );
+        // After the contract step, the next expand runs the new expand files only.
+        let p = plan(&applied(&f, 3), &f, None)
+            .unwrap()
+            .in_phase(Some(Phase::Expand));
+        assert_eq!(names(&p.to_run), ["004_more"]);
+        assert_eq!(names(&p.waits_for_contract), ["005_drop_more"]);
+    }
+
+    #[test]
+    fn the_contract_phase_and_no_phase_run_everything_pending_in_order() {
+        let f = phased();
+        for phase in [Some(Phase::Contract), None] {
+            let p = plan(&applied(&f, 2), &f, None).unwrap().in_phase(phase);
+            assert_eq!(
+                names(&p.to_run),
+                ["003_drop_old", "004_more", "005_drop_more"],
+                "{phase:?}"
+            );
+            assert!(p.waits_for_contract.is_empty());
+        }
+    }
+
+    #[test]
+    fn the_expand_phase_with_a_contract_migration_first_runs_nothing() {
+        let f = phased();
+        let p = plan(&applied(&f, 2), &f, None)
+            .unwrap()
+            .in_phase(Some(Phase::Expand));
+        assert!(p.to_run.is_empty());
+        assert_eq!(p.waits_for_contract.len(), 3);
+        // Everything applied: nothing runs and nothing waits.
+        let p = plan(&applied(&f, 5), &f, None)
+            .unwrap()
+            .in_phase(Some(Phase::Expand));
+        assert!(p.to_run.is_empty() && p.waits_for_contract.is_empty());
+    }
+
+    #[test]
+    fn the_phase_applies_after_the_target() {
+        let f = phased();
+        // A target before the contract file: nothing waits for contract, the rest is held back.
+        let p = plan(&[], &f, Some("001_add_col"))
+            .unwrap()
+            .in_phase(Some(Phase::Expand));
+        assert_eq!(names(&p.to_run), ["001_add_col"]);
+        assert!(p.waits_for_contract.is_empty());
+        assert_eq!(p.held_back.len(), 4);
+        // A target past it: the expand step still stops before it.
+        let p = plan(&[], &f, Some("004_more"))
+            .unwrap()
+            .in_phase(Some(Phase::Expand));
+        assert_eq!(names(&p.to_run), ["001_add_col", "002_backfill"]);
+        assert_eq!(names(&p.waits_for_contract), ["003_drop_old", "004_more"]);
+        assert_eq!(names(&p.held_back), ["005_drop_more"]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::foreign::ForeignHistory;
 use super::history::TableState;
 use super::lock::LockHolder;
 use super::maintain::RepairHint;
-use super::options::TransactionMode;
+use super::options::{Phase, TransactionMode};
 use super::plan::{AppliedMigration, Problem};
 
 /// One migration applied by a run.
@@ -34,6 +34,11 @@ pub struct RunReport {
     pub already_applied: usize,
     /// Not run because they come after the target.
     pub pending: Vec<String>,
+    /// The deploy phase this run was (`null`: no phase, everything pending ran).
+    pub phase: Option<Phase>,
+    /// Not run because this was the expand phase: the first pending
+    /// `phase=contract` migration and everything after it, for the contract step.
+    pub waits_for_contract: Vec<String>,
     /// node-pg-migrate rows whose checksum was recorded by this run.
     pub adopted_checksums: Vec<String>,
     /// The last applied migration after the run.
@@ -53,6 +58,36 @@ pub struct PendingMigration {
     pub checksum: String,
     /// True when it will run outside a transaction.
     pub no_transaction: bool,
+    /// Its deploy phase (`expand` or `contract`).
+    pub phase: Phase,
+}
+
+/// A migration whose header allows a breaking change in the expand phase
+/// (`-- db-setup: allow-breaking=<reason>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BreakingAllowed {
+    /// The migration.
+    pub migration: String,
+    /// The reason written in its header.
+    pub reason: String,
+}
+
+impl BreakingAllowed {
+    /// Every use of the override in `migrations`, in order.
+    pub fn list(migrations: &[super::parse::Migration]) -> Vec<BreakingAllowed> {
+        migrations
+            .iter()
+            .filter_map(|m| {
+                m.directives
+                    .allow_breaking
+                    .as_ref()
+                    .map(|reason| BreakingAllowed {
+                        migration: m.name.clone(),
+                        reason: reason.clone(),
+                    })
+            })
+            .collect()
+    }
 }
 
 /// How a step of a run runs.
@@ -94,6 +129,13 @@ pub struct StatusReport {
     pub plan: Option<Vec<PlannedStep>>,
     /// Migrations held back by the target.
     pub held_back: Vec<String>,
+    /// The deploy phase these options select (`null`: no phase, everything).
+    pub phase: Option<Phase>,
+    /// Pending migrations an expand step leaves to the contract step.
+    pub waits_for_contract: Vec<String>,
+    /// Every migration that overrides the expand phase's breaking-change
+    /// guard, with its reason.
+    pub breaking_allowed: Vec<BreakingAllowed>,
     /// Who holds the migration lock now.
     pub lock_holder: Option<LockHolder>,
     /// Invalid indexes (left by a failed concurrent build).
@@ -118,6 +160,14 @@ pub struct PlanReport {
     pub would_run: Option<Vec<PlannedStep>>,
     /// Pending migrations held back by the target (`to`).
     pub held_back: Vec<String>,
+    /// The deploy phase planned (`null`: no phase, everything pending).
+    pub phase: Option<Phase>,
+    /// Pending migrations this (expand) step leaves to the contract step:
+    /// the first pending `phase=contract` migration and all after it.
+    pub waits_for_contract: Vec<String>,
+    /// Every migration that overrides the expand phase's breaking-change
+    /// guard (`allow-breaking=<reason>`), applied or not, with its reason.
+    pub breaking_allowed: Vec<BreakingAllowed>,
     /// Why a migrate would refuse to run.
     pub problems: Vec<Problem>,
     /// Applied rows without a checksum (written by node-pg-migrate) that the
@@ -136,6 +186,9 @@ impl From<StatusReport> for PlanReport {
         PlanReport {
             would_run: status.plan,
             held_back: status.held_back,
+            phase: status.phase,
+            waits_for_contract: status.waits_for_contract,
+            breaking_allowed: status.breaking_allowed,
             problems: status.problems,
             checksums_to_record: status.checksums_not_recorded,
             lock_holder: status.lock_holder,
@@ -197,6 +250,18 @@ impl PlanReport {
                 names(&self.held_back)
             ));
         }
+        if !self.waits_for_contract.is_empty() {
+            md.push_str(&format!(
+                "\nWaits for the contract phase (after the application is updated): {}.\n",
+                names(&self.waits_for_contract)
+            ));
+        }
+        if !self.breaking_allowed.is_empty() {
+            md.push_str("\nBreaking changes allowed in the expand phase (`allow-breaking`):\n\n");
+            for b in &self.breaking_allowed {
+                md.push_str(&format!("- `{}`: {}\n", b.migration, b.reason));
+            }
+        }
         if !self.problems.is_empty() {
             md.push_str(&format!(
                 "\n**Refused** ({} problem{}):\n\n",
@@ -253,6 +318,9 @@ mod tests {
                 },
             ]),
             held_back: vec!["005_e".into()],
+            phase: None,
+            waits_for_contract: Vec::new(),
+            breaking_allowed: Vec::new(),
             lock_holder: None,
             invalid_indexes: Vec::new(),
             other_histories: Vec::new(),
@@ -273,6 +341,9 @@ mod tests {
                     {"kind": "no-transaction", "migrations": ["004_d"]}
                 ],
                 "held_back": ["005_e"],
+                "phase": null,
+                "waits_for_contract": [],
+                "breaking_allowed": [],
                 "problems": [],
                 "checksums_to_record": ["001_a"],
                 "lock_holder": null,
@@ -325,6 +396,39 @@ mod tests {
         assert!(md.contains("Held back by the target: `005_e`."), "{md}");
         assert!(md.contains("Checksums to record"), "{md}");
         assert!(!md.contains("Refused"), "{md}");
+    }
+
+    #[test]
+    fn an_expand_plan_says_what_waits_for_the_contract_phase() {
+        let mut s = status();
+        s.phase = Some(Phase::Expand);
+        s.waits_for_contract = vec!["006_drop_old".into(), "007_f".into()];
+        s.breaking_allowed = vec![BreakingAllowed {
+            migration: "002_b".into(),
+            reason: "the staging table was never read".into(),
+        }];
+        let plan = PlanReport::from(s);
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(json["phase"], "expand");
+        assert_eq!(
+            json["waits_for_contract"],
+            serde_json::json!(["006_drop_old", "007_f"])
+        );
+        let md = plan.to_markdown();
+        assert_eq!(
+            json["breaking_allowed"],
+            serde_json::json!([{"migration": "002_b", "reason": "the staging table was never read"}])
+        );
+        assert!(
+            md.contains("- `002_b`: the staging table was never read"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "Waits for the contract phase (after the application is updated): `006_drop_old`, `007_f`."
+            ),
+            "{md}"
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use super::error::{MigrateError, MigrationFailure, RanAs, TransactionFate};
 use super::history::{self, TableState};
 use super::lock;
 use super::options::RunOptions;
-use super::parse::Migration;
+use super::parse::{Migration, Phase};
 use super::plan::{self, Plan, Step, steps};
 use super::report::{AppliedStep, RunReport};
 use super::sql;
@@ -254,11 +254,14 @@ impl<'c> Migrator<'c> {
         let mut prepare = history::prepare_statements(table);
         prepare.push(history::select_sql(TableState::Tracked));
         let applied = self.read_prepared(&prepare).await?;
-        let plan = plan::plan(&applied, set.migrations(), self.options.up_to.as_deref())?;
+        let plan = plan::plan(&applied, set.migrations(), self.options.up_to.as_deref())?
+            .in_phase(self.options.phase);
         info!(
             already_applied = plan.already_applied,
             to_run = plan.to_run.len(),
             held_back = plan.held_back.len(),
+            waits_for_contract = plan.waits_for_contract.len(),
+            phase = self.options.phase.map(Phase::as_str),
             "plan ready"
         );
 
@@ -282,6 +285,12 @@ impl<'c> Migrator<'c> {
             applied: applied_steps,
             already_applied: plan.already_applied,
             pending: plan.held_back.iter().map(|m| m.name.clone()).collect(),
+            phase: self.options.phase,
+            waits_for_contract: plan
+                .waits_for_contract
+                .iter()
+                .map(|m| m.name.clone())
+                .collect(),
             adopted_checksums: plan.adopt.iter().map(|a| a.name.clone()).collect(),
             last_migration,
             lock_wait_ms: millis(waited),

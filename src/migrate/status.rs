@@ -7,7 +7,7 @@ use super::foreign;
 use super::lock;
 use super::maintain::RepairHint;
 use super::plan::{self, Step, steps};
-use super::report::{PendingMigration, PlannedStep, StatusReport, StepKind};
+use super::report::{BreakingAllowed, PendingMigration, PlannedStep, StatusReport, StepKind};
 use super::runner::Migrator;
 
 impl Migrator<'_> {
@@ -25,6 +25,7 @@ impl Migrator<'_> {
                 name: m.name.clone(),
                 checksum: m.checksum.clone(),
                 no_transaction: m.directives.no_transaction,
+                phase: m.directives.phase,
             })
             .collect();
         let checksums_not_recorded = applied
@@ -32,9 +33,10 @@ impl Migrator<'_> {
             .filter(|r| r.checksum.is_none())
             .map(|r| r.name.clone())
             .collect();
-        let (problems, planned, held_back) =
+        let (problems, planned, held_back, waits_for_contract) =
             match plan::plan(&applied, set.migrations(), self.options.up_to.as_deref()) {
                 Ok(p) => {
+                    let p = p.in_phase(self.options.phase);
                     let planned = steps(&p.to_run, self.options.mode)
                         .into_iter()
                         .map(|s| match s {
@@ -52,9 +54,13 @@ impl Migrator<'_> {
                         Vec::new(),
                         Some(planned),
                         p.held_back.iter().map(|m| m.name.clone()).collect(),
+                        p.waits_for_contract
+                            .iter()
+                            .map(|m| m.name.clone())
+                            .collect(),
                     )
                 }
-                Err(e) => (e.0, None, Vec::new()),
+                Err(e) => (e.0, None, Vec::new(), Vec::new()),
             };
         let other_histories = foreign::find(self.client)
             .await
@@ -76,6 +82,9 @@ impl Migrator<'_> {
             checksums_not_recorded,
             plan: planned,
             held_back,
+            phase: self.options.phase,
+            waits_for_contract,
+            breaking_allowed: BreakingAllowed::list(set.migrations()),
             lock_holder: lock::holder(self.client, lock::KEY)
                 .await
                 .map_err(|e| MigrateError::database("looking up the lock holder", &e))?,

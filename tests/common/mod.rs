@@ -206,13 +206,16 @@ pub fn text(output: &Output) -> String {
 
 /// The keys of a `plan` report, from the function or the CLI (one
 /// `PlanReport`), in order.
-pub const PLAN_KEYS: [&str; 7] = [
+pub const PLAN_KEYS: [&str; 10] = [
     "advice",
+    "breaking_allowed",
     "checksums_to_record",
     "held_back",
     "lock_holder",
+    "phase",
     "problems",
     "repair",
+    "waits_for_contract",
     "would_run",
 ];
 
