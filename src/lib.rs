@@ -13,7 +13,8 @@
 //!                 ├─> migrate   embedded set → plan (pure) → runner (PostgreSQL) → report
 //!                 ├─> users     ownership (pure) · role SQL (pure) · credentials protocol · apply
 //!                 ├─> verify    declared schema items and the full catalog vs the database
-//!                 └─> insight   maintenance findings from the catalog and statistics views
+//!                 ├─> insight   maintenance findings from the catalog and statistics views
+//!                 └─> fleet     many databases: the bounded fan-out
 //!            ─> respond    the CloudFormation response (≤ 4096 bytes) and its delivery
 //!            ─> metrics    one CloudWatch EMF record per CloudFormation request
 //! ```
