@@ -464,20 +464,7 @@ async fn put_pending(w: &World, value: serde_json::Value) -> String {
 }
 
 async fn versions(w: &World) -> Vec<(String, Vec<String>)> {
-    let d =
-        w.sm.describe_secret()
-            .secret_id(w.secret())
-            .send()
-            .await
-            .unwrap();
-    let mut v: Vec<(String, Vec<String>)> = d
-        .version_ids_to_stages()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
-    v.sort();
-    v
+    common::lambda::version_stages(&w.sm, w.secret()).await
 }
 
 async fn rolpassword(w: &World) -> String {

@@ -119,20 +119,7 @@ async fn as_user(
 }
 
 async fn versions(d: &Deployment, secret: &str) -> Vec<(String, Vec<String>)> {
-    let out =
-        d.sm.describe_secret()
-            .secret_id(secret)
-            .send()
-            .await
-            .unwrap();
-    let mut v: Vec<_> = out
-        .version_ids_to_stages()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
-    v.sort();
-    v
+    common::lambda::version_stages(&d.sm, secret).await
 }
 
 /// What AWS's alternating-users rotation function does, step by step,

@@ -544,6 +544,22 @@ pub async fn current_value(client: &aws_sdk_secretsmanager::Client, id: &str) ->
     serde_json::from_str(out.secret_string().unwrap_or("null")).unwrap_or(Value::Null)
 }
 
+/// A secret's versions and their stages, sorted (to compare before and after).
+pub async fn version_stages(
+    client: &aws_sdk_secretsmanager::Client,
+    id: &str,
+) -> Vec<(String, Vec<String>)> {
+    let out = client.describe_secret().secret_id(id).send().await.unwrap();
+    let mut v: Vec<_> = out
+        .version_ids_to_stages()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    v.sort();
+    v
+}
+
 /// Every password any version of these secrets ever held (for the secret scan).
 pub async fn all_passwords(client: &aws_sdk_secretsmanager::Client, ids: &[String]) -> Vec<String> {
     let mut found = Vec::new();
