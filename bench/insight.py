@@ -100,7 +100,12 @@ def main():
         times.append(elapsed)
     times = times[1:]
     median, low, high = statistics.median(times), min(times), max(times)
-    shown = " ".join(c if "postgresql://" not in c else "postgresql://.../bench_insight" for c in command)
+    def show(c):
+        if "postgresql://" in c:
+            return "postgresql://.../bench_insight"
+        return os.path.relpath(c, ROOT) if c.startswith(str(ROOT)) else c
+
+    shown = " ".join(show(c) for c in command)
     build = "release" if "release" in cli.parts else "debug"
     section = f"""{BEGIN}
 ## `insight` on 5,000 tables
