@@ -114,6 +114,13 @@ pub struct Config {
     pub json_logs: bool,
     /// CloudWatch namespace of the deploy metrics.
     pub metrics_namespace: String,
+    /// `DB_SETUP_CONTINUE`: a direct-mode deploy that runs out of an
+    /// invocation's time continues in a new invocation of the function
+    /// (`lambda:InvokeFunction` on itself); see [`crate::continuation`].
+    pub continuation: bool,
+    /// `DB_SETUP_CONTINUE_RESERVE`: no unit of work starts later than this
+    /// before the invocation's deadline (default: a third of its time for work).
+    pub continue_reserve: Option<Duration>,
 }
 
 /// How the function logs, following Lambda's advanced logging controls:
@@ -309,6 +316,16 @@ impl Config {
                 defaults::METRICS_NAMESPACE.to_string(),
                 metrics_namespace,
             ),
+            continuation: r.parsed("DB_SETUP_CONTINUE", false, |v| {
+                match v.to_ascii_lowercase().as_str() {
+                    "true" => Ok(true),
+                    "false" => Ok(false),
+                    _ => Err(format!("`{v}` is not true or false")),
+                }
+            }),
+            continue_reserve: r.parsed("DB_SETUP_CONTINUE_RESERVE", None, |v| {
+                parse_duration(v).map(Some)
+            }),
         };
         if config.connect_timeout.is_zero() {
             r.problems

@@ -37,3 +37,6 @@ pub const METRICS_NAMESPACE: &str = "DbSetup";
 /// The log filter when neither `RUST_LOG` nor `AWS_LAMBDA_LOG_LEVEL` says one
 /// (the AWS SDK's own INFO lines are noise here).
 pub const LOG_FILTER: &str = "info,aws_config=warn,aws_smithy_runtime=warn";
+
+/// CloudFormation's `ServiceTimeout` when the template does not set one.
+pub const SERVICE_TIMEOUT: Duration = Duration::from_secs(3600);

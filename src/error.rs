@@ -9,6 +9,7 @@ use std::time::Duration;
 use lambda_runtime::Diagnostic;
 
 use crate::config::ConfigError;
+use crate::continuation::ChainError;
 use crate::db::{ConnectError, TlsSetupError};
 use crate::migrate::{MigrateError, SourceErrors};
 use crate::pg::ServerError;
@@ -56,6 +57,9 @@ pub enum SetupError {
     /// refuses such a directory, so only a tampered package gets here).
     #[error("the embedded migrations are invalid: {0}; rebuild the package (make package)")]
     Migrations(#[from] SourceErrors),
+    /// A chain of invocations (work longer than one) could not go on.
+    #[error("{0}")]
+    Chain(#[from] ChainError),
     /// A database query outside the migrations failed.
     #[error("{step} failed: {error}")]
     Database {
@@ -99,6 +103,7 @@ impl SetupError {
             SetupError::Migrate(e) => e.server_error(),
             SetupError::Users(e) => e.server_error(),
             SetupError::Database { error, .. } => Some(error),
+            SetupError::Chain(ChainError::Record(r)) => Some(&r.error),
             _ => None,
         };
         server.and_then(|s| s.detail.as_deref())
@@ -121,6 +126,7 @@ impl SetupError {
             SetupError::Users(UsersError::RoleLockTimeout { .. }) => "RoleLockHeld",
             SetupError::Users(_) => "UsersError",
             SetupError::Database { .. } => "DatabaseError",
+            SetupError::Chain(_) => "ContinuationError",
             SetupError::Timeout { .. } => "Timeout",
             SetupError::Panic { .. } => "InternalError",
         }

@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::continuation::{MARKER_FIELD, Marker};
 use crate::duration::parse_duration;
 use crate::fleet::DatabaseTarget;
 use crate::insight::{InsightOptions, MAX_TOP};
@@ -51,6 +52,9 @@ pub struct Properties {
     /// The deploy phase this resource runs (`Phase`: `expand` or `contract`);
     /// absent runs every pending migration.
     pub phase: Option<Phase>,
+    /// `ServiceTimeout` (seconds): how long CloudFormation waits for the
+    /// answer; it bounds a chain of invocations (see [`crate::continuation`]).
+    pub service_timeout: Option<std::time::Duration>,
 }
 
 /// Where and how to answer CloudFormation: whatever identifiers the event has.
@@ -94,6 +98,8 @@ pub struct CfnRequest {
     pub properties: Properties,
     /// `OldResourceProperties` (Update only).
     pub old_properties: Option<Properties>,
+    /// The continuation marker: this invocation continues a chain.
+    pub continuation: Option<Marker>,
 }
 
 /// A manual troubleshooting action.
@@ -335,6 +341,7 @@ fn parse_properties(name: &str, value: Option<&Value>, problems: &mut Vec<String
     let target = text("TargetMigration");
     let manage = text("ManageUsers");
     let phase = text("Phase");
+    let service_timeout = text("ServiceTimeout");
     props.migrations_hash = hash.filter(|h| !h.is_empty());
     props.target_migration = target.filter(|t| !t.is_empty());
     if let Some(mode) = mode.filter(|m| !m.is_empty()) {
@@ -347,6 +354,17 @@ fn parse_properties(name: &str, value: Option<&Value>, problems: &mut Vec<String
         match phase.parse() {
             Ok(p) => props.phase = Some(p),
             Err(e) => problems.push(format!("property Phase: {}", truncate(&e, 120))),
+        }
+    }
+    if let Some(timeout) = service_timeout.filter(|t| !t.is_empty()) {
+        match timeout.parse::<u64>() {
+            Ok(seconds) if seconds > 0 => {
+                props.service_timeout = Some(std::time::Duration::from_secs(seconds))
+            }
+            _ => problems.push(format!(
+                "property ServiceTimeout must be a number of seconds, not `{}`",
+                truncate(&timeout, 40)
+            )),
         }
     }
     if let Some(manage) = manage.filter(|m| !m.is_empty()) {
@@ -416,12 +434,25 @@ fn parse_cfn(map: &Map<String, Value>, unreadable: &Unreadable) -> Result<CfnReq
     let old_properties = map
         .get("OldResourceProperties")
         .map(|v| parse_properties("OldResourceProperties", Some(v), &mut problems));
+    let continuation = map.get(MARKER_FIELD).and_then(|v| {
+        serde_json::from_value::<Marker>(v.clone())
+            .map_err(|e| problems.push(format!("{MARKER_FIELD} is malformed: {e}")))
+            .ok()
+            .filter(|m| {
+                let usable = m.sequence > 0;
+                if !usable {
+                    problems.push(format!("{MARKER_FIELD}.Sequence must be 1 or more"));
+                }
+                usable
+            })
+    });
     match request_type {
         Some(request_type) if problems.is_empty() => Ok(CfnRequest {
             request_type,
             reply,
             properties,
             old_properties,
+            continuation,
         }),
         _ => Err(EventError {
             problems,

@@ -15,20 +15,43 @@ use serde_json::{Value, json};
 use tracing::{error, info, warn};
 
 use crate::config::ResponseMode;
+use crate::continuation::{self, Chain, ChainError};
 use crate::db::Canceller;
 use crate::error::SetupError;
 use crate::event::{self, Action, CfnRequest, EventError, ReplyTo, Request, RequestType};
+use crate::invoke::Invoker;
 use crate::metrics;
 use crate::respond::{self, Data, Responder, Status};
 
+/// What a deploy (Create or Update) did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Deployed {
+    /// Finished: CloudFormation gets SUCCESS with this `Data`.
+    Done(Data),
+    /// This invocation's time for new work is over and the chain's turn was
+    /// handed over: the next invocation goes on (see [`crate::continuation`]).
+    Continue {
+        /// Migrations this invocation applied.
+        applied: Vec<String>,
+        /// Migrations left for the next invocations.
+        left: usize,
+    },
+    /// A copy of an event whose work another invocation does or did: no
+    /// answer is sent; the text says why.
+    Skipped(String),
+}
+
 /// The work the handler runs.
 pub trait Work: Send + Sync + 'static {
-    /// Create or Update: migrations, then users. Returns the response `Data`.
+    /// Create or Update: migrations, then users. `chain` says where this
+    /// invocation stands in a chain of invocations and when to stop starting
+    /// new work.
     fn deploy(
         &self,
         request: CfnRequest,
+        chain: Chain,
         progress: Progress,
-    ) -> impl Future<Output = Result<Data, SetupError>> + Send;
+    ) -> impl Future<Output = Result<Deployed, SetupError>> + Send;
     /// A manual action. Returns its report.
     fn action(
         &self,
@@ -216,6 +239,25 @@ fn same_function(a: &str, b: &str) -> bool {
     matches!((unqualified(a), unqualified(b)), (Some(x), Some(y)) if x == y)
 }
 
+/// Continuing across invocations: how to invoke the function, and how much
+/// of an invocation's time to keep for the unit of work running when new
+/// work stops being started.
+struct Continuing {
+    invoker: Arc<dyn Invoker>,
+    reserve: Option<Duration>,
+}
+
+/// One invocation's circumstances.
+struct Invocation<'a> {
+    mode: ResponseMode,
+    budget: Budget,
+    respond_until: Instant,
+    /// The event as received (copied into a continuation).
+    raw: &'a str,
+    /// The ARN the function was invoked as, when known.
+    function_arn: Option<&'a str>,
+}
+
 /// Answers invocations.
 pub struct Handler<S: Work> {
     setup: Arc<S>,
@@ -224,6 +266,7 @@ pub struct Handler<S: Work> {
     margin: Duration,
     fallback: Duration,
     metrics_namespace: String,
+    continuing: Option<Continuing>,
 }
 
 impl<S: Work> Handler<S> {
@@ -242,7 +285,20 @@ impl<S: Work> Handler<S> {
             margin,
             fallback,
             metrics_namespace: crate::defaults::METRICS_NAMESPACE.to_string(),
+            continuing: None,
         }
+    }
+
+    /// Lets a direct-mode deploy continue in new invocations of the function
+    /// through `invoker`: no unit of work starts later than `reserve` (by
+    /// default a third of the invocation's time for work) before the
+    /// invocation's deadline.
+    pub fn with_continuation(mut self, invoker: impl Invoker, reserve: Option<Duration>) -> Self {
+        self.continuing = Some(Continuing {
+            invoker: Arc::new(invoker),
+            reserve,
+        });
+        self
     }
 
     /// Sets the CloudWatch namespace of the deploy metrics.
@@ -256,7 +312,9 @@ impl<S: Work> Handler<S> {
     /// Without the function's ARN, an event is answered in the configured
     /// mode (see [`Handler::handle_raw`]).
     pub async fn handle(&self, payload: Value, deadline_ms: u64) -> Result<Value, Diagnostic> {
-        self.answer(event::parse(&payload), deadline_ms, None).await
+        let raw = payload.to_string();
+        self.answer(event::parse(&payload), &raw, deadline_ms, None)
+            .await
     }
 
     /// Handles one invocation as the runtime delivers it: the payload's JSON
@@ -271,8 +329,13 @@ impl<S: Work> Handler<S> {
         deadline_ms: u64,
         function_arn: &str,
     ) -> Result<Value, Diagnostic> {
-        self.answer(event::parse_raw(payload), deadline_ms, Some(function_arn))
-            .await
+        self.answer(
+            event::parse_raw(payload),
+            payload,
+            deadline_ms,
+            Some(function_arn),
+        )
+        .await
     }
 
     /// How to answer this event: by PUT when the function is configured so,
@@ -297,6 +360,7 @@ impl<S: Work> Handler<S> {
     async fn answer(
         &self,
         parsed: Result<Request, event::EventError>,
+        raw: &str,
         deadline_ms: u64,
         function_arn: Option<&str>,
     ) -> Result<Value, Diagnostic> {
@@ -312,8 +376,14 @@ impl<S: Work> Handler<S> {
         match parsed {
             Ok(Request::CloudFormation(request)) => {
                 let mode = self.mode_for(&request.reply, function_arn);
-                self.custom_resource(*request, mode, budget, respond_until)
-                    .await
+                let invocation = Invocation {
+                    mode,
+                    budget,
+                    respond_until,
+                    raw,
+                    function_arn,
+                };
+                self.custom_resource(*request, invocation).await
             }
             Ok(Request::Action(action)) => {
                 info!(action = ?action, "manual action");
@@ -349,13 +419,114 @@ impl<S: Work> Handler<S> {
         }
     }
 
+    /// Where this invocation stands in a chain, and the time its work gets:
+    /// the invocation's budget, cut to the operation's deadline.
+    fn chain_for(
+        &self,
+        request: &CfnRequest,
+        mode: ResponseMode,
+        budget: Budget,
+        now_ms: u64,
+    ) -> (Chain, Duration) {
+        let (sequence, deadline_ms, applied_before) = match request.continuation {
+            Some(m) => (m.sequence, m.deadline_ms, m.applied),
+            None => (
+                0,
+                continuation::operation_deadline(now_ms, request.properties.service_timeout),
+                0,
+            ),
+        };
+        let to_deadline = Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+            .saturating_sub(self.margin);
+        let work = budget.work.min(to_deadline);
+        let yield_at = match (&self.continuing, mode) {
+            (Some(c), ResponseMode::Direct) => {
+                let now = Instant::now();
+                Some(continuation::yield_at(
+                    now + work,
+                    now + to_deadline,
+                    c.reserve.unwrap_or(work / 3),
+                ))
+            }
+            _ => None,
+        };
+        (
+            Chain {
+                sequence,
+                deadline_ms,
+                applied_before,
+                yield_at,
+            },
+            work,
+        )
+    }
+
+    /// Starts the chain's next invocation, or says why it cannot go on.
+    async fn continue_chain(
+        &self,
+        chain: Chain,
+        invocation: &Invocation<'_>,
+        applied: Vec<String>,
+        left: usize,
+    ) -> Result<Value, SetupError> {
+        let next = chain.next(applied.len());
+        let remaining = Duration::from_millis(chain.deadline_ms.saturating_sub(now_ms()));
+        let reserve = self
+            .continuing
+            .as_ref()
+            .and_then(|c| c.reserve)
+            .unwrap_or(Duration::ZERO);
+        if remaining <= self.margin * 2 + reserve {
+            return Err(ChainError::OutOfTime {
+                invocations: chain.sequence + 1,
+                left,
+                remaining_s: remaining.as_secs(),
+            }
+            .into());
+        }
+        let invoke_failed = |message: String| ChainError::Invoke {
+            sequence: next.sequence,
+            message,
+            applied: if applied.is_empty() {
+                "none in this invocation".into()
+            } else {
+                applied.join(", ")
+            },
+        };
+        let (Some(continuing), Some(function)) = (&self.continuing, invocation.function_arn) else {
+            return Err(invoke_failed("the function's ARN is unknown".into()).into());
+        };
+        let payload = continuation::next_payload(invocation.raw, next)
+            .map_err(|e| invoke_failed(format!("the event could not be copied: {e}")))?;
+        continuing
+            .invoker
+            .invoke_async(function, payload)
+            .await
+            .map_err(invoke_failed)?;
+        info!(
+            next = next.sequence,
+            applied = applied.len(),
+            left,
+            "continuing in a new invocation: it answers CloudFormation when the work is done"
+        );
+        Ok(json!({
+            "Continued": next.sequence,
+            "Applied": applied,
+            "Left": left,
+        }))
+    }
+
     async fn custom_resource(
         &self,
         request: CfnRequest,
-        mode: ResponseMode,
-        budget: Budget,
-        respond_until: Instant,
+        invocation: Invocation<'_>,
     ) -> Result<Value, Diagnostic> {
+        let Invocation {
+            mode,
+            budget,
+            respond_until,
+            ..
+        } = invocation;
         let reply = request.reply.clone();
         info!(
             request_type = ?request.request_type,
@@ -380,19 +551,50 @@ impl<S: Work> Handler<S> {
         let started = Instant::now();
         let progress = Progress::default();
         let request_type = request.request_type;
-        let result = match request.request_type {
+        let (chain, work) = self.chain_for(&request, mode, budget, now_ms());
+        let deployed = match request.request_type {
             // Forward-only: nothing is dropped, nothing to wait for.
             RequestType::Delete => {
                 info!("Delete: forward-only, data, roles and secrets are kept");
-                Ok(Data::message("Delete: forward-only, nothing was dropped"))
+                Ok(Deployed::Done(Data::message(
+                    "Delete: forward-only, nothing was dropped",
+                )))
+            }
+            RequestType::Create | RequestType::Update
+                if chain.sequence > 0 && chain.deadline_ms <= now_ms() =>
+            {
+                Err(ChainError::Expired {
+                    sequence: chain.sequence,
+                }
+                .into())
             }
             RequestType::Create | RequestType::Update => {
+                if chain.sequence > 0 {
+                    info!(
+                        sequence = chain.sequence,
+                        "continuing this deploy's chain of invocations"
+                    );
+                }
                 let setup = self.setup.clone();
-                self.guarded(budget.work, progress.clone(), move |p| async move {
-                    setup.deploy(request, p).await
+                self.guarded(work, progress.clone(), move |p| async move {
+                    setup.deploy(request, chain, p).await
                 })
                 .await
             }
+        };
+        let result = match deployed {
+            Ok(Deployed::Done(data)) => Ok(data),
+            Ok(Deployed::Skipped(why)) => {
+                info!(reason = %why, "nothing to do: no answer is sent by this invocation");
+                return Ok(json!({ "Skipped": why }));
+            }
+            Ok(Deployed::Continue { applied, left }) => {
+                match self.continue_chain(chain, &invocation, applied, left).await {
+                    Ok(value) => return Ok(value),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
         };
         self.emit_metrics(&reply, request_type, &progress, started, &result);
         match mode {

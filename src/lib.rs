@@ -22,6 +22,7 @@
 //! [`redacted`] (a string that is never printed), [`duration`], [`error`].
 
 pub mod config;
+pub mod continuation;
 pub mod db;
 pub mod defaults;
 pub mod duration;
@@ -30,6 +31,7 @@ pub mod event;
 pub mod fleet;
 pub mod handler;
 pub mod insight;
+pub mod invoke;
 pub mod metrics;
 pub mod migrate;
 pub mod pg;

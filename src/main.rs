@@ -7,6 +7,7 @@ use db_setup::config::{Config, LogSettings};
 use db_setup::db::{Tls, TlsMode};
 use db_setup::error::SetupError;
 use db_setup::handler::{Handler, Work};
+use db_setup::invoke::LambdaInvoker;
 use db_setup::metrics;
 use db_setup::migrate::MigrationSet;
 use db_setup::respond::Responder;
@@ -80,10 +81,15 @@ fn init_tracing(logs: &LogSettings) {
 /// Builds the production work and its TLS (whose connector the response
 /// PUT shares), or the error that keeps it from starting. The trust stores
 /// are parsed on a thread of their own: ready does not wait for them.
-async fn live_setup(
-    config: Config,
-    steps: &mut StartupSteps,
-) -> Result<(LiveWork<SecretsManager>, Tls), SetupError> {
+/// What a configured process runs on.
+struct Live {
+    work: LiveWork<SecretsManager>,
+    tls: Tls,
+    /// `Some` when deploys may continue in new invocations.
+    continuation: Option<(LambdaInvoker, Option<Duration>)>,
+}
+
+async fn live_setup(config: Config, steps: &mut StartupSteps) -> Result<Live, SetupError> {
     let tls = Tls::start_from_config(config.tls, config.tls_ca_file.as_deref())?;
     steps.done("tls");
     let migrations = MigrationSet::embedded()?;
@@ -91,6 +97,12 @@ async fn live_setup(
     steps.done("embedded");
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let secrets = SecretsManager::new(aws_sdk_secretsmanager::Client::new(&aws));
+    let continuation = config.continuation.then(|| {
+        (
+            LambdaInvoker::new(aws_sdk_lambda::Client::new(&aws)),
+            config.continue_reserve,
+        )
+    });
     steps.done("aws");
     info!(
         config_ms = steps.ms("config"),
@@ -102,14 +114,16 @@ async fn live_setup(
         last = migrations.last().unwrap_or(""),
         migrations_sha256 = db_setup::migrate::package_hash(),
         users = config.users.len(),
+        continuation = config.continuation,
         response_mode = ?config.response_mode,
         tls = %config.tls,
         "ready"
     );
-    Ok((
-        LiveWork::new(config, secrets, tls.clone(), migrations, spec),
+    Ok(Live {
+        work: LiveWork::new(config, secrets, tls.clone(), migrations, spec),
         tls,
-    ))
+        continuation,
+    })
 }
 
 async fn serve<S: Work>(handler: Handler<S>) -> Result<(), Error> {
@@ -195,7 +209,7 @@ async fn main() -> Result<(), Error> {
     // Without a database TLS, the PUT's connector (system roots) is built
     // in the background all the same.
     let tls = match &live {
-        Ok((_, tls)) => tls.clone(),
+        Ok(live) => live.tls.clone(),
         Err(_) => Tls::start(TlsMode::Disable, None)?,
     };
     let mut responder = Responder::sharing(tls);
@@ -205,13 +219,15 @@ async fn main() -> Result<(), Error> {
             "DB_SETUP_ALLOW_LOCAL_RESPONSE_URL=true: any http(s) ResponseURL is answered (local use only)"
         );
     }
-    match live.map(|(work, _)| work) {
-        Ok(setup) => {
-            serve(
-                Handler::new(setup, mode, responder, margin, budget)
-                    .with_metrics_namespace(namespace),
-            )
-            .await
+    match live {
+        Ok(live) => {
+            let handler = Handler::new(live.work, mode, responder, margin, budget)
+                .with_metrics_namespace(namespace);
+            let handler = match live.continuation {
+                Some((invoker, reserve)) => handler.with_continuation(invoker, reserve),
+                None => handler,
+            };
+            serve(handler).await
         }
         Err(error) => {
             error!(reason = %error, kind = error.kind(), "cannot start: every request will be answered FAILED with this reason");

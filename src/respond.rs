@@ -81,6 +81,10 @@ pub struct Data {
     /// (empty when none); set on an `expand` request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waits_for_contract: Option<String>,
+    /// How many invocations the deploy took, when more than one
+    /// (see [`crate::continuation`]).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "count")]
+    pub invocations: Option<usize>,
 }
 
 impl Data {
@@ -447,12 +451,18 @@ mod tests {
             message: None,
             phase: None,
             waits_for_contract: None,
+            invocations: None,
         };
         assert_eq!(
             serde_json::to_value(&data).unwrap(),
             json!({"Applied": "3", "AlreadyApplied": "0", "LastMigration": "012_x",
                    "Users": "2", "UsersRotated": "1"})
         );
+        let chained = Data {
+            invocations: Some(3),
+            ..data.clone()
+        };
+        assert_eq!(serde_json::to_value(&chained).unwrap()["Invocations"], "3");
         assert_eq!(
             serde_json::to_value(Data::message("nothing was run")).unwrap(),
             json!({"Message": "nothing was run"})

@@ -9,11 +9,12 @@ use tokio_postgres::Client;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::continuation::{Chain, ChainError, Claim, Record};
 use crate::db::{self, ConnectOptions, Connection, Target, Tls};
 use crate::error::SetupError;
 use crate::event::{Action, CfnRequest, RequestType};
 use crate::fleet::DatabaseTarget;
-use crate::handler::{Progress, Work};
+use crate::handler::{Deployed, Progress, Work};
 use crate::insight;
 use crate::migrate::options::Phase;
 use crate::migrate::{
@@ -188,11 +189,17 @@ impl<S: SecretStore + 'static> LiveWork<S> {
     /// (new code, old template: a rollback), or that finds the database ahead
     /// of this code (old code, after newer migrations), nothing is run:
     /// migrations are forward-only and a rollback must not fail.
+    ///
+    /// In a chain of invocations ([`crate::continuation`]), the chain's turn
+    /// is claimed first (a copy of an event ends here, quietly), handed over
+    /// when the migrations stop at the chain's yield point, and the chain is
+    /// marked finished when it ends, whatever the outcome.
     async fn deploy_inner(
         &self,
         request: CfnRequest,
+        chain: Chain,
         progress: Progress,
-    ) -> Result<Data, SetupError> {
+    ) -> Result<Deployed, SetupError> {
         let is_update = request.request_type == RequestType::Update;
         if let Some(hash) = request
             .properties
@@ -209,59 +216,111 @@ impl<S: SecretStore + 'static> LiveWork<S> {
                     embedded = self.migrations.hash(),
                     "{note}"
                 );
-                return Ok(Data::message(note));
+                return Ok(Deployed::Done(Data::message(note)));
             }
         }
         let admin = self.admin(&progress, None).await?;
         let connection = self.connect(&admin.target, None, &progress).await?;
+        let client = connection.client();
+        let chained = chain.yield_at.is_some() || chain.sequence > 0;
+        let record = Record::new(client, &request.reply.request_id);
+        if chained {
+            progress.step(format!("claiming invocation {} of the chain", chain.sequence));
+            match record.claim(chain.sequence).await.map_err(ChainError::from)? {
+                Claim::Run => {}
+                Claim::Skip(why) => return Ok(Deployed::Skipped(why)),
+                Claim::Lost(why) => return Err(ChainError::Lost(why).into()),
+            }
+        }
+        let result = self
+            .deploy_steps(&request, &chain, &admin, client, &progress)
+            .await;
+        match &result {
+            Ok(Deployed::Continue { .. }) => {
+                progress.step(format!(
+                    "handing the chain over to invocation {}",
+                    chain.sequence + 1
+                ));
+                record
+                    .hand_over(chain.sequence + 1)
+                    .await
+                    .map_err(ChainError::from)?;
+            }
+            _ if chain.sequence > 0 => {
+                if let Err(e) = record.finish().await {
+                    warn!(error = %e, "could not mark the chain finished: a late copy of its last event would run again (harmlessly: the history makes it a no-op)");
+                }
+            }
+            _ => {}
+        }
+        progress.finish();
+        result
+    }
+
+    /// The migrations, then (when they are all done) the users step.
+    async fn deploy_steps(
+        &self,
+        request: &CfnRequest,
+        chain: &Chain,
+        admin: &Admin,
+        client: &Client,
+        progress: &Progress,
+    ) -> Result<Deployed, SetupError> {
+        let is_update = request.request_type == RequestType::Update;
         let phase = request.properties.phase;
         progress.step(match phase {
             Some(p) => format!("migrating ({p} phase)"),
             None => "migrating".to_string(),
         });
-        let options = self.phase_options(
-            request.properties.transaction_mode,
-            request.properties.target_migration.clone(),
-            phase,
-        );
-        let mut data = match Migrator::new(connection.client(), options)
+        let options = RunOptions {
+            yield_at: chain.yield_at,
+            ..self.phase_options(
+                request.properties.transaction_mode,
+                request.properties.target_migration.clone(),
+                phase,
+            )
+        };
+        let report = match Migrator::new(client, options)
             .migrate(&self.migrations)
             .await
         {
-            Ok(report) => {
-                progress.count(|c| {
-                    c.migrations_applied = report.applied.len() as u64;
-                    c.lock_wait_ms = report.lock_wait_ms;
-                });
-                Data {
-                    applied: Some(report.applied.len()),
-                    already_applied: Some(report.already_applied),
-                    last_migration: Some(report.last_migration.unwrap_or_default()),
-                    phase,
-                    waits_for_contract: phase.map(|_| report.waits_for_contract.join(",")),
-                    ..Data::default()
-                }
-            }
+            Ok(report) => report,
             Err(MigrateError::Plan(e)) if is_update && e.is_database_ahead() => {
                 let note = format!(
                     "{e}; as this is an Update (a rollback to older code), nothing was run"
                 );
                 warn!("{note}");
-                return Ok(Data::message(note));
+                return Ok(Deployed::Done(Data::message(note)));
             }
             Err(e) => return Err(e.into()),
         };
+        progress.count(|c| {
+            c.migrations_applied = report.applied.len() as u64;
+            c.lock_wait_ms = report.lock_wait_ms;
+        });
+        if !report.left_for_next.is_empty() {
+            return Ok(Deployed::Continue {
+                applied: report.applied.iter().map(|s| s.name.clone()).collect(),
+                left: report.left_for_next.len(),
+            });
+        }
+        let mut data = Data {
+            applied: Some(chain.applied_before + report.applied.len()),
+            already_applied: Some(report.already_applied.saturating_sub(chain.applied_before)),
+            last_migration: Some(report.last_migration.unwrap_or_default()),
+            phase,
+            waits_for_contract: phase.map(|_| report.waits_for_contract.join(",")),
+            invocations: (chain.sequence > 0).then_some(chain.sequence as usize + 1),
+            ..Data::default()
+        };
         if request.properties.manage_users {
-            let reports = self
-                .ensure_users(connection.client(), &admin, &progress)
-                .await?;
+            let reports = self.ensure_users(client, admin, progress).await?;
             let rotated = reports.iter().filter(|r| r.rotated()).count();
             progress.count(|c| c.users_rotated = rotated as u64);
             data.users = Some(reports.len());
             data.users_rotated = Some(rotated);
         }
-        progress.finish();
-        Ok(data)
+        Ok(Deployed::Done(data))
     }
 
     async fn action_inner(&self, action: Action, progress: Progress) -> Result<Value, SetupError> {
@@ -400,9 +459,10 @@ impl<S: SecretStore + 'static> Work for LiveWork<S> {
     fn deploy(
         &self,
         request: CfnRequest,
+        chain: Chain,
         progress: Progress,
-    ) -> impl Future<Output = Result<Data, SetupError>> + Send {
-        self.deploy_inner(request, progress)
+    ) -> impl Future<Output = Result<Deployed, SetupError>> + Send {
+        self.deploy_inner(request, chain, progress)
     }
 
     fn action(
@@ -423,7 +483,12 @@ pub struct Unconfigured {
 }
 
 impl Work for Unconfigured {
-    async fn deploy(&self, _request: CfnRequest, _progress: Progress) -> Result<Data, SetupError> {
+    async fn deploy(
+        &self,
+        _request: CfnRequest,
+        _chain: Chain,
+        _progress: Progress,
+    ) -> Result<Deployed, SetupError> {
         Err(SetupError::Startup(self.error.clone()))
     }
 

@@ -649,11 +649,12 @@ impl db_setup::handler::Work for PipelinedSleeps {
     async fn deploy(
         &self,
         _request: db_setup::event::CfnRequest,
+        _chain: db_setup::continuation::Chain,
         progress: db_setup::handler::Progress,
-    ) -> Result<db_setup::respond::Data, db_setup::error::SetupError> {
+    ) -> Result<db_setup::handler::Deployed, db_setup::error::SetupError> {
         self.run(progress)
             .await
-            .map(|()| db_setup::respond::Data::default())
+            .map(|()| db_setup::handler::Deployed::Done(db_setup::respond::Data::default()))
     }
 
     async fn action(

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -71,6 +71,10 @@ pub struct RunOptions {
     pub up_to: Option<String>,
     /// The deploy phase this run is (`None`: everything pending, no phases).
     pub phase: Option<Phase>,
+    /// Start no unit of work (a transaction, a no-transaction migration)
+    /// after this instant, once one has run: what is left is reported in
+    /// [`super::report::RunReport::left_for_next`] for the next invocation.
+    pub yield_at: Option<Instant>,
 }
 
 impl Default for RunOptions {
@@ -84,6 +88,7 @@ impl Default for RunOptions {
             retry_pause: defaults::LOCK_RETRY_PAUSE,
             up_to: None,
             phase: None,
+            yield_at: None,
         }
     }
 }

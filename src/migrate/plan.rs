@@ -320,6 +320,16 @@ pub enum Step<'m> {
     NoTransaction(&'m Migration),
 }
 
+impl<'m> Step<'m> {
+    /// The migrations of this step, in order.
+    pub fn migrations(&self) -> &[&'m Migration] {
+        match self {
+            Step::Transaction(batch) => batch,
+            Step::NoTransaction(m) => std::slice::from_ref(m),
+        }
+    }
+}
+
 /// Groups the migrations to run into steps: in `batch` mode consecutive
 /// transactional migrations share one transaction; in `each` mode every
 /// migration has its own. A no-transaction migration is always alone.

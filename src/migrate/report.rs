@@ -39,6 +39,10 @@ pub struct RunReport {
     /// Not run because this was the expand phase: the first pending
     /// `phase=contract` migration and everything after it, for the contract step.
     pub waits_for_contract: Vec<String>,
+    /// Not run because this invocation's time for starting work was over
+    /// (see [`super::options::RunOptions::yield_at`]): the next invocation of
+    /// the chain runs them.
+    pub left_for_next: Vec<String>,
     /// node-pg-migrate rows whose checksum was recorded by this run.
     pub adopted_checksums: Vec<String>,
     /// The last applied migration after the run.

@@ -275,7 +275,7 @@ impl<'c> Migrator<'c> {
             );
         }
 
-        let applied_steps = self.run_steps(&plan).await?;
+        let (applied_steps, left_for_next) = self.run_steps(&plan).await?;
         let last_migration = applied_steps
             .last()
             .map(|s| s.name.clone())
@@ -291,6 +291,7 @@ impl<'c> Migrator<'c> {
                 .iter()
                 .map(|m| m.name.clone())
                 .collect(),
+            left_for_next,
             adopted_checksums: plan.adopt.iter().map(|a| a.name.clone()).collect(),
             last_migration,
             lock_wait_ms: millis(waited),
@@ -319,10 +320,32 @@ impl<'c> Migrator<'c> {
         Ok(history::read_rows(&messages)?)
     }
 
-    async fn run_steps(&self, plan: &Plan<'_>) -> Result<Vec<AppliedStep>, MigrateError> {
+    /// Runs the plan's units in order; stops before a unit once the run's
+    /// [`RunOptions::yield_at`] has passed (after at least one unit, so that
+    /// every invocation of a chain makes progress) and returns what is left.
+    async fn run_steps(
+        &self,
+        plan: &Plan<'_>,
+    ) -> Result<(Vec<AppliedStep>, Vec<String>), MigrateError> {
         let mut done: Vec<AppliedStep> = Vec::new();
-        for step in steps(&plan.to_run, self.options.mode) {
-            let result = match &step {
+        let mut ran_units = 0;
+        let units = steps(&plan.to_run, self.options.mode);
+        for (index, step) in units.iter().enumerate() {
+            if ran_units > 0 && self.options.yield_at.is_some_and(|at| Instant::now() >= at) {
+                let left: Vec<String> = units[index..]
+                    .iter()
+                    .flat_map(Step::migrations)
+                    .map(|m| m.name.clone())
+                    .collect();
+                info!(
+                    applied = done.len(),
+                    left = left.len(),
+                    "this invocation's time for new work is over: the rest is left for the next one"
+                );
+                return Ok((done, left));
+            }
+            ran_units += 1;
+            let result = match step {
                 Step::Transaction(batch) => self.with_retries(|| self.run_transaction(batch)).await,
                 Step::NoTransaction(m) => self.run_outside(m).await,
             };
@@ -336,7 +359,7 @@ impl<'c> Migrator<'c> {
                 Err(StepError::Other(e)) => return Err(e),
             }
         }
-        Ok(done)
+        Ok((done, Vec::new()))
     }
 
     /// Retries `attempt` after a `lock_timeout`, with a doubling pause.

@@ -108,9 +108,26 @@ struct RuntimeState {
     queue: VecDeque<Queued>,
     waiting: HashMap<String, oneshot::Sender<Outcome>>,
     init_error: Option<Value>,
+    /// The deadline an asynchronous invocation gets (the function's timeout).
+    async_timeout: Option<Duration>,
+    /// How many copies of each asynchronous event are queued (Lambda
+    /// delivers at least once).
+    async_copies: usize,
+    /// Every asynchronous event received through the Invoke API, in order.
+    async_events: Vec<Value>,
+    /// Every invocation's outcome, in the order they ended.
+    ended: Vec<Outcome>,
+    /// Invocations handed to the function and not ended yet.
+    running: usize,
 }
 
-/// A local Lambda Runtime API (the subset the Rust runtime uses).
+/// The Lambda Invoke API path prefix (`POST /2015-03-31/functions/{name}/invocations`).
+const INVOKE_PATH: &str = "/2015-03-31/functions/";
+
+/// A local Lambda Runtime API (the subset the Rust runtime uses), which also
+/// serves the Invoke API for asynchronous invocations (`InvocationType=Event`:
+/// the event is queued with a fresh deadline, as Lambda does), so that a
+/// function that invokes itself (`AWS_ENDPOINT_URL_LAMBDA`) chains locally.
 #[derive(Clone)]
 pub struct RuntimeApi {
     pub addr: SocketAddr,
@@ -139,7 +156,15 @@ impl RuntimeApi {
                 if path == "/2018-06-01/runtime/invocation/next" {
                     loop {
                         let notified = queued.notified();
-                        if let Some(item) = state.lock().unwrap().queue.pop_front() {
+                        let item = {
+                            let mut s = state.lock().unwrap();
+                            let item = s.queue.pop_front();
+                            if item.is_some() {
+                                s.running += 1;
+                            }
+                            item
+                        };
+                        if let Some(item) = item {
                             let mut r = reply(StatusCode::OK, item.payload);
                             let h = r.headers_mut();
                             h.insert("lambda-runtime-aws-request-id", item.id.parse().unwrap());
@@ -162,9 +187,35 @@ impl RuntimeApi {
                         notified.await;
                     }
                 }
-                let (_, body) = body_bytes(req).await;
+                let (parts, body) = body_bytes(req).await;
                 let value: Value = serde_json::from_slice(&body)
                     .unwrap_or_else(|_| json!(String::from_utf8_lossy(&body)));
+                if path.starts_with(INVOKE_PATH) && path.ends_with("/invocations") {
+                    let event_type = parts
+                        .headers
+                        .get("x-amz-invocation-type")
+                        .and_then(|v| v.to_str().ok())
+                        == Some("Event");
+                    if !event_type {
+                        return reply(StatusCode::BAD_REQUEST, "only InvocationType=Event is served");
+                    }
+                    {
+                        let mut s = state.lock().unwrap();
+                        let timeout = s.async_timeout.unwrap_or(Duration::from_secs(60));
+                        s.async_events.push(value);
+                        for _ in 0..s.async_copies.max(1) {
+                            let id =
+                                format!("async-{}", REQUEST_IDS.fetch_add(1, Ordering::SeqCst));
+                            s.queue.push_back(Queued {
+                                id,
+                                payload: body.clone(),
+                                deadline_ms: epoch_ms() + timeout.as_millis() as u64,
+                            });
+                        }
+                    }
+                    queued.notify_waiters();
+                    return reply(StatusCode::ACCEPTED, "");
+                }
                 if path == "/2018-06-01/runtime/init/error" {
                     state.lock().unwrap().init_error = Some(value);
                     return reply(StatusCode::ACCEPTED, "{}");
@@ -179,7 +230,10 @@ impl RuntimeApi {
                     } else {
                         Outcome::Error(value)
                     };
-                    if let Some(tx) = state.lock().unwrap().waiting.remove(id) {
+                    let mut s = state.lock().unwrap();
+                    s.ended.push(outcome.clone());
+                    s.running = s.running.saturating_sub(1);
+                    if let Some(tx) = s.waiting.remove(id) {
                         let _ = tx.send(outcome);
                     }
                     return reply(StatusCode::ACCEPTED, "{}");
@@ -227,6 +281,54 @@ impl RuntimeApi {
         match tokio::time::timeout(wait, rx).await {
             Ok(Ok(outcome)) => outcome,
             _ => panic!("the function did not answer within {wait:?}"),
+        }
+    }
+
+    /// Sets the deadline asynchronous invocations get, and how many copies
+    /// of each are delivered.
+    pub fn async_invocations(&self, timeout: Duration, copies: usize) {
+        let mut s = self.state.lock().unwrap();
+        s.async_timeout = Some(timeout);
+        s.async_copies = copies;
+    }
+
+    /// Queues `event` as an asynchronous invocation with a deadline `timeout`
+    /// from now, without waiting for it (a copy Lambda delivers again).
+    pub fn deliver_async(&self, event: &Value, timeout: Duration) {
+        let id = format!("async-{}", REQUEST_IDS.fetch_add(1, Ordering::SeqCst));
+        self.state.lock().unwrap().queue.push_back(Queued {
+            id,
+            payload: serde_json::to_vec(event).unwrap().into(),
+            deadline_ms: epoch_ms() + timeout.as_millis() as u64,
+        });
+        self.queued.notify_waiters();
+    }
+
+    /// The events the function sent itself through the Invoke API.
+    pub fn async_events(&self) -> Vec<Value> {
+        self.state.lock().unwrap().async_events.clone()
+    }
+
+    /// Every invocation's outcome so far, in the order they ended.
+    pub fn ended(&self) -> Vec<Outcome> {
+        self.state.lock().unwrap().ended.clone()
+    }
+
+    /// Waits (at most `wait`) until no invocation is queued or running.
+    pub async fn wait_idle(&self, wait: Duration) {
+        let until = std::time::Instant::now() + wait;
+        loop {
+            {
+                let s = self.state.lock().unwrap();
+                if s.queue.is_empty() && s.running == 0 {
+                    return;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "invocations still queued or running after {wait:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -442,6 +544,8 @@ impl Function {
     pub async fn start(runtime: &RuntimeApi, env: &[(&str, String)]) -> Function {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_db-setup"));
         cmd.env("AWS_LAMBDA_RUNTIME_API", runtime.addr.to_string())
+            // The Invoke API (a function invoking itself) is served by the same stand-in.
+            .env("AWS_ENDPOINT_URL_LAMBDA", format!("http://{}", runtime.addr))
             .env("AWS_LAMBDA_FUNCTION_NAME", "db-setup")
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
@@ -765,6 +869,22 @@ impl Deployment {
         // Owned by the deployment: killed when it is dropped.
         self.extra.lock().unwrap().push(function);
         runtime
+    }
+
+    /// One more function process on this deployment's runtime: two Lambda
+    /// instances taking invocations from the same queue, concurrently.
+    pub async fn add_process(&self) {
+        let function = Function::start(&self.runtime, &self.env).await;
+        self.extra.lock().unwrap().push(function);
+    }
+
+    /// Everything every process of this deployment printed so far.
+    pub fn all_logs(&self) -> String {
+        let mut logs = self.function.logs();
+        for f in self.extra.lock().unwrap().iter() {
+            logs.push_str(&f.logs());
+        }
+        logs
     }
 
     /// Sends a CloudFormation request through `runtime` and waits for its PUT.

@@ -8,7 +8,8 @@ use std::time::Duration;
 use db_setup::config::ResponseMode;
 use db_setup::error::SetupError;
 use db_setup::event::{Action, CfnRequest};
-use db_setup::handler::{Handler, Progress, Work};
+use db_setup::continuation::Chain;
+use db_setup::handler::{Deployed, Handler, Progress, Work};
 use db_setup::respond::{Data, Responder};
 use serde_json::Value;
 
@@ -43,8 +44,13 @@ impl Scripted {
 }
 
 impl Work for Scripted {
-    async fn deploy(&self, _request: CfnRequest, progress: Progress) -> Result<Data, SetupError> {
-        self.run(progress).await
+    async fn deploy(
+        &self,
+        _request: CfnRequest,
+        _chain: Chain,
+        progress: Progress,
+    ) -> Result<Deployed, SetupError> {
+        self.run(progress).await.map(Deployed::Done)
     }
 
     async fn action(&self, _action: Action, progress: Progress) -> Result<Value, SetupError> {
