@@ -474,6 +474,35 @@ mod tests {
         assert_eq!(c.role_prefix, None);
         assert!(c.users.is_empty());
         assert!(!c.json_logs);
+        assert!(!c.continuation);
+        assert_eq!(c.continue_reserve, None);
+    }
+
+    #[test]
+    fn continuation_settings_are_read() {
+        let c = Config::from_env(env(&[
+            ("DB_SETUP_ADMIN_SECRET_ID", "a"),
+            ("DB_SETUP_CONTINUE", "TRUE"),
+            ("DB_SETUP_CONTINUE_RESERVE", "240s"),
+        ]))
+        .unwrap();
+        assert!(c.continuation);
+        assert_eq!(c.continue_reserve, Some(Duration::from_secs(240)));
+        let err = Config::from_env(env(&[
+            ("DB_SETUP_ADMIN_SECRET_ID", "a"),
+            ("DB_SETUP_CONTINUE", "yes"),
+            ("DB_SETUP_CONTINUE_RESERVE", "soon"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("DB_SETUP_CONTINUE: `yes` is not true or false"),
+            "{err}"
+        );
+        assert!(
+            err.contains("DB_SETUP_CONTINUE_RESERVE: `soon` is not a duration"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -42,9 +42,13 @@ pub struct Marker {
     /// the first invocation's start plus `ServiceTimeout`.
     #[serde(rename = "DeadlineMs")]
     pub deadline_ms: u64,
-    /// Migrations the chain applied before this invocation.
-    #[serde(rename = "Applied", default)]
-    pub applied: usize,
+    /// Migrations the history held before the deploy's first invocation.
+    #[serde(rename = "Before", default)]
+    pub before: usize,
+    /// Provider mode: the work was finished by the `onEvent` call, so
+    /// `isComplete` has nothing left to run.
+    #[serde(rename = "Done", default, skip_serializing_if = "std::ops::Not::not")]
+    pub done: bool,
 }
 
 /// What an invocation knows of its place in a chain.
@@ -54,8 +58,13 @@ pub struct Chain {
     pub sequence: u32,
     /// When the whole operation must have answered (ms since the epoch).
     pub deadline_ms: u64,
-    /// Migrations the chain applied before this invocation.
-    pub applied_before: usize,
+    /// Migrations the history held before the deploy's first invocation
+    /// (`None` in that first invocation: its plan tells).
+    pub before: Option<usize>,
+    /// True when the chain keeps a record in the database (direct mode,
+    /// where Lambda may deliver an event twice); provider mode's calls come
+    /// one at a time from the framework, and the lock and the history suffice.
+    pub record: bool,
     /// Stop before starting a new unit of work after this instant and continue
     /// in a new invocation; `None` when continuing is off (the work runs to the
     /// end or to the invocation's deadline).
@@ -68,17 +77,20 @@ impl Chain {
         Chain {
             sequence: 0,
             deadline_ms: u64::MAX,
-            applied_before: 0,
+            before: None,
+            record: false,
             yield_at: None,
         }
     }
 
-    /// The marker of the next invocation, after this one applied `applied`.
-    pub fn next(&self, applied: usize) -> Marker {
+    /// The marker of the next invocation; `before` is the history's size
+    /// before the deploy.
+    pub fn next(&self, before: usize) -> Marker {
         Marker {
             sequence: self.sequence + 1,
             deadline_ms: self.deadline_ms,
-            applied: self.applied_before + applied,
+            before,
+            done: false,
         }
     }
 }
@@ -250,10 +262,14 @@ impl<'c> Record<'c> {
             // No row can exist unless a chain started: read without creating the table.
             let exists = self
                 .client
-                .simple_query("SELECT (to_regclass('public.db_setup_continuations') IS NOT NULL)::text")
+                .simple_query(
+                    "SELECT (to_regclass('public.db_setup_continuations') IS NOT NULL)::text",
+                )
                 .await
                 .map_err(failed("reading the chain's record"))?;
-            if row_values(&exists).and_then(|v| v.into_iter().next().flatten()).as_deref()
+            if row_values(&exists)
+                .and_then(|v| v.into_iter().next().flatten())
+                .as_deref()
                 != Some("true")
             {
                 return Ok(Claim::Run);
@@ -402,10 +418,7 @@ mod tests {
             (row(2, "finished", false), 2),
             (row(1, "continuing", false), 2),
         ] {
-            assert!(
-                matches!(decide(Some(&r), n), Claim::Skip(_)),
-                "{r:?} / {n}"
-            );
+            assert!(matches!(decide(Some(&r), n), Claim::Skip(_)), "{r:?} / {n}");
         }
     }
 
@@ -420,16 +433,17 @@ mod tests {
         let next = Chain {
             sequence: 1,
             deadline_ms: 5,
-            applied_before: 3,
+            before: Some(3),
+            record: true,
             yield_at: None,
         }
-        .next(2);
+        .next(3);
         let out: Value = serde_json::from_str(&next_payload(raw, next).unwrap()).unwrap();
         assert_eq!(out["RequestType"], "Create");
         assert_eq!(out["ResourceProperties"]["A"], "1");
         assert_eq!(
             out[MARKER_FIELD],
-            serde_json::json!({"Sequence": 2, "DeadlineMs": 5, "Applied": 5})
+            serde_json::json!({"Sequence": 2, "DeadlineMs": 5, "Before": 3})
         );
         assert!(next_payload("not json", next).is_err());
     }

@@ -753,6 +753,65 @@ mod tests {
     }
 
     #[test]
+    fn service_timeout_and_the_continuation_marker_are_read() {
+        let Request::CloudFormation(r) = parse(&create()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.properties.service_timeout, None);
+        assert_eq!(r.continuation, None);
+        let mut e = create();
+        e["ResourceProperties"]["ServiceTimeout"] = json!("900");
+        e[MARKER_FIELD] = json!({"Sequence": 2, "DeadlineMs": 1234, "Before": 7});
+        let Request::CloudFormation(r) = parse(&e).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            r.properties.service_timeout,
+            Some(std::time::Duration::from_secs(900))
+        );
+        assert_eq!(
+            r.continuation,
+            Some(Marker {
+                sequence: 2,
+                deadline_ms: 1234,
+                before: 7,
+                done: false
+            })
+        );
+        for (field, value, problem) in [
+            (
+                "ServiceTimeout",
+                json!("soon"),
+                "property ServiceTimeout must be a number of seconds",
+            ),
+            (
+                "ServiceTimeout",
+                json!("0"),
+                "property ServiceTimeout must be a number of seconds",
+            ),
+        ] {
+            let mut e = create();
+            e["ResourceProperties"][field] = value;
+            let err = parse(&e).unwrap_err();
+            assert!(err.to_string().contains(problem), "{err}");
+            assert!(err.reply.is_some(), "FAILED can still be sent");
+        }
+        for (marker, problem) in [
+            (
+                json!({"Sequence": 0, "DeadlineMs": 1}),
+                "Sequence must be 1 or more",
+            ),
+            (json!({"Sequence": "x"}), "DbSetupContinuation is malformed"),
+            (json!("1"), "DbSetupContinuation is malformed"),
+        ] {
+            let mut e = create();
+            e[MARKER_FIELD] = marker;
+            let err = parse(&e).unwrap_err();
+            assert!(err.to_string().contains(problem), "{err}");
+        }
+    }
+
+    #[test]
     fn the_phase_property_selects_a_deploy_phase() {
         let Request::CloudFormation(r) = parse(&create()).unwrap() else {
             panic!()

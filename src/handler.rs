@@ -35,6 +35,8 @@ pub enum Deployed {
         applied: Vec<String>,
         /// Migrations left for the next invocations.
         left: usize,
+        /// Migrations the history held before the deploy.
+        before: usize,
     },
     /// A copy of an event whose work another invocation does or did: no
     /// answer is sent; the text says why.
@@ -247,6 +249,34 @@ struct Continuing {
     reserve: Option<Duration>,
 }
 
+/// The answer to the Provider framework when its `isComplete` handler is this
+/// function too: `onEvent` (sequence 0) returns the physical id, the `Data`
+/// when done, and the marker the framework passes on to every `isComplete`
+/// call (its `Done` set when nothing is left); `isComplete` returns
+/// `IsComplete`, with the `Data` once done (never before: the framework
+/// refuses `Data` with `IsComplete: false`).
+fn provider_answer(reply: &ReplyTo, chain: &Chain, done: Option<&Data>, before: usize) -> Value {
+    if chain.sequence == 0 {
+        let marker = continuation::Marker {
+            done: done.is_some(),
+            ..chain.next(before)
+        };
+        let mut answer = json!({
+            "PhysicalResourceId": reply.physical_id(),
+            continuation::MARKER_FIELD: marker,
+        });
+        if let Some(data) = done {
+            answer["Data"] = json!(data);
+        }
+        answer
+    } else {
+        match done {
+            Some(data) => json!({ "IsComplete": true, "Data": data }),
+            None => json!({ "IsComplete": false }),
+        }
+    }
+}
+
 /// One invocation's circumstances.
 struct Invocation<'a> {
     mode: ResponseMode,
@@ -428,33 +458,27 @@ impl<S: Work> Handler<S> {
         budget: Budget,
         now_ms: u64,
     ) -> (Chain, Duration) {
-        let (sequence, deadline_ms, applied_before) = match request.continuation {
-            Some(m) => (m.sequence, m.deadline_ms, m.applied),
+        let (sequence, deadline_ms, before) = match request.continuation {
+            Some(m) => (m.sequence, m.deadline_ms, Some(m.before)),
             None => (
                 0,
                 continuation::operation_deadline(now_ms, request.properties.service_timeout),
-                0,
+                None,
             ),
         };
-        let to_deadline = Duration::from_millis(deadline_ms.saturating_sub(now_ms))
-            .saturating_sub(self.margin);
+        let to_deadline =
+            Duration::from_millis(deadline_ms.saturating_sub(now_ms)).saturating_sub(self.margin);
         let work = budget.work.min(to_deadline);
-        let yield_at = match (&self.continuing, mode) {
-            (Some(c), ResponseMode::Direct) => {
-                let now = Instant::now();
-                Some(continuation::yield_at(
-                    now + work,
-                    now + to_deadline,
-                    c.reserve.unwrap_or(work / 3),
-                ))
-            }
-            _ => None,
-        };
+        let yield_at = self.continuing.as_ref().map(|c| {
+            let now = Instant::now();
+            continuation::yield_at(now + work, now + to_deadline, c.reserve.unwrap_or(work / 3))
+        });
         (
             Chain {
                 sequence,
                 deadline_ms,
-                applied_before,
+                before,
+                record: mode == ResponseMode::Direct && self.continuing.is_some(),
                 yield_at,
             },
             work,
@@ -468,8 +492,9 @@ impl<S: Work> Handler<S> {
         invocation: &Invocation<'_>,
         applied: Vec<String>,
         left: usize,
+        before: usize,
     ) -> Result<Value, SetupError> {
-        let next = chain.next(applied.len());
+        let next = chain.next(before);
         let remaining = Duration::from_millis(chain.deadline_ms.saturating_sub(now_ms()));
         let reserve = self
             .continuing
@@ -552,6 +577,10 @@ impl<S: Work> Handler<S> {
         let progress = Progress::default();
         let request_type = request.request_type;
         let (chain, work) = self.chain_for(&request, mode, budget, now_ms());
+        if mode == ResponseMode::Provider && request.continuation.is_some_and(|m| m.done) {
+            info!("isComplete: the onEvent call finished the work");
+            return Ok(json!({ "IsComplete": true }));
+        }
         let deployed = match request.request_type {
             // Forward-only: nothing is dropped, nothing to wait for.
             RequestType::Delete => {
@@ -588,8 +617,27 @@ impl<S: Work> Handler<S> {
                 info!(reason = %why, "nothing to do: no answer is sent by this invocation");
                 return Ok(json!({ "Skipped": why }));
             }
-            Ok(Deployed::Continue { applied, left }) => {
-                match self.continue_chain(chain, &invocation, applied, left).await {
+            Ok(Deployed::Continue {
+                applied,
+                left,
+                before,
+            }) if mode == ResponseMode::Provider => {
+                info!(
+                    applied = applied.len(),
+                    left,
+                    "this call's time for new work is over: the Provider framework's next isComplete call goes on"
+                );
+                return Ok(provider_answer(&reply, &chain, None, before));
+            }
+            Ok(Deployed::Continue {
+                applied,
+                left,
+                before,
+            }) => {
+                match self
+                    .continue_chain(chain, &invocation, applied, left, before)
+                    .await
+                {
                     Ok(value) => return Ok(value),
                     Err(e) => Err(e),
                 }
@@ -616,6 +664,12 @@ impl<S: Work> Handler<S> {
                 }
             },
             ResponseMode::Provider => match result {
+                Ok(data) if self.continuing.is_some() => Ok(provider_answer(
+                    &reply,
+                    &chain,
+                    Some(&data),
+                    chain.before.unwrap_or(0),
+                )),
                 Ok(data) => Ok(json!({ "PhysicalResourceId": reply.physical_id(), "Data": data })),
                 Err(e) => {
                     log_failure(&e, "request failed");

@@ -222,11 +222,18 @@ impl<S: SecretStore + 'static> LiveWork<S> {
         let admin = self.admin(&progress, None).await?;
         let connection = self.connect(&admin.target, None, &progress).await?;
         let client = connection.client();
-        let chained = chain.yield_at.is_some() || chain.sequence > 0;
+        let chained = chain.record;
         let record = Record::new(client, &request.reply.request_id);
         if chained {
-            progress.step(format!("claiming invocation {} of the chain", chain.sequence));
-            match record.claim(chain.sequence).await.map_err(ChainError::from)? {
+            progress.step(format!(
+                "claiming invocation {} of the chain",
+                chain.sequence
+            ));
+            match record
+                .claim(chain.sequence)
+                .await
+                .map_err(ChainError::from)?
+            {
                 Claim::Run => {}
                 Claim::Skip(why) => return Ok(Deployed::Skipped(why)),
                 Claim::Lost(why) => return Err(ChainError::Lost(why).into()),
@@ -246,7 +253,7 @@ impl<S: SecretStore + 'static> LiveWork<S> {
                     .await
                     .map_err(ChainError::from)?;
             }
-            _ if chain.sequence > 0 => {
+            _ if chained && chain.sequence > 0 => {
                 if let Err(e) = record.finish().await {
                     warn!(error = %e, "could not mark the chain finished: a late copy of its last event would run again (harmlessly: the history makes it a no-op)");
                 }
@@ -298,19 +305,24 @@ impl<S: SecretStore + 'static> LiveWork<S> {
             c.migrations_applied = report.applied.len() as u64;
             c.lock_wait_ms = report.lock_wait_ms;
         });
+        // The history's size before the deploy: this run's plan tells in
+        // the deploy's first invocation, the marker in the next ones.
+        let before = chain.before.unwrap_or(report.already_applied);
         if !report.left_for_next.is_empty() {
             return Ok(Deployed::Continue {
                 applied: report.applied.iter().map(|s| s.name.clone()).collect(),
                 left: report.left_for_next.len(),
+                before,
             });
         }
         let mut data = Data {
-            applied: Some(chain.applied_before + report.applied.len()),
-            already_applied: Some(report.already_applied.saturating_sub(chain.applied_before)),
+            applied: Some((report.already_applied + report.applied.len()).saturating_sub(before)),
+            already_applied: Some(before),
             last_migration: Some(report.last_migration.unwrap_or_default()),
             phase,
             waits_for_contract: phase.map(|_| report.waits_for_contract.join(",")),
-            invocations: (chain.sequence > 0).then_some(chain.sequence as usize + 1),
+            invocations: (chain.record && chain.sequence > 0)
+                .then_some(chain.sequence as usize + 1),
             ..Data::default()
         };
         if request.properties.manage_users {

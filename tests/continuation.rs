@@ -77,8 +77,10 @@ fn responses(outcomes: &[Outcome]) -> Vec<Value> {
 }
 
 async fn chain_rows(d: &Deployment) -> Vec<String> {
-    d.db.query("SELECT request_id || ' ' || sequence || ' ' || state FROM public.db_setup_continuations")
-        .await
+    d.db.query(
+        "SELECT request_id || ' ' || sequence || ' ' || state FROM public.db_setup_continuations",
+    )
+    .await
 }
 
 /// Starts a Create with a fresh ResponseURL; the first invocation's outcome.
@@ -106,7 +108,12 @@ async fn a_deploy_spans_several_invocations_and_answers_once() {
     d.runtime.wait_idle(Duration::from_secs(30)).await;
     assert_eq!(put.body["Status"], "SUCCESS", "{}", put.body);
     let total = embedded_count();
-    assert_eq!(put.body["Data"]["Applied"], total.to_string(), "{}", put.body);
+    assert_eq!(
+        put.body["Data"]["Applied"],
+        total.to_string(),
+        "{}",
+        put.body
+    );
     let invocations: usize = put.body["Data"]["Invocations"]
         .as_str()
         .and_then(|n| n.parse().ok())
@@ -153,10 +160,18 @@ async fn duplicated_and_reordered_continuations_are_harmless() {
     d.runtime.wait_idle(Duration::from_secs(60)).await;
     assert_eq!(put.body["Status"], "SUCCESS", "{}", put.body);
     let total = embedded_count();
-    assert_eq!(put.body["Data"]["Applied"], total.to_string(), "{}", put.body);
+    assert_eq!(
+        put.body["Data"]["Applied"],
+        total.to_string(),
+        "{}",
+        put.body
+    );
     assert_eq!(d.receiver.puts_to(&url).len(), 1, "answered more than once");
     let outcomes = responses(&d.runtime.ended());
-    let skipped = outcomes.iter().filter(|o| o.get("Skipped").is_some()).count();
+    let skipped = outcomes
+        .iter()
+        .filter(|o| o.get("Skipped").is_some())
+        .count();
     let sent = d.runtime.async_events().len();
     assert_eq!(
         skipped, sent,
@@ -219,12 +234,19 @@ async fn the_whole_operation_is_bounded_by_service_timeout() {
     assert!(applied > 0 && applied < embedded_count(), "{applied}");
 
     // A continuation that arrives after the deadline runs nothing and says so.
-    let mut late = d.runtime.async_events().pop().expect("a continuation event");
+    let mut late = d
+        .runtime
+        .async_events()
+        .pop()
+        .expect("a continuation event");
     late["DbSetupContinuation"]["DeadlineMs"] = json!(1_000);
     let late_url = d.receiver.url();
     late["ResponseURL"] = json!(late_url);
     d.runtime.deliver_async(&late, INVOCATION);
-    let put = d.receiver.wait_for(&late_url, Duration::from_secs(30)).await;
+    let put = d
+        .receiver
+        .wait_for(&late_url, Duration::from_secs(30))
+        .await;
     assert_eq!(put.body["Status"], "FAILED");
     assert!(
         put.body["Reason"]
@@ -234,5 +256,93 @@ async fn the_whole_operation_is_bounded_by_service_timeout() {
         "{}",
         put.body
     );
-    assert_eq!(d.db.history().await.len(), applied, "the late copy ran work");
+    assert_eq!(
+        d.db.history().await.len(),
+        applied,
+        "the late copy ran work"
+    );
+}
+
+/// The framework's function is CloudFormation's ServiceToken in provider mode.
+const FRAMEWORK: &str =
+    "arn:aws:lambda:us-east-1:123456789012:function:db-setup-ProviderframeworkonEvent";
+
+/// What the CDK Provider framework does with an `isComplete` handler: the
+/// `onEvent` call's result merged into the event, then `isComplete` calls
+/// with that same event until one says `IsComplete: true`.
+async fn provider_framework(d: &Deployment, event: &Value) -> (Value, usize) {
+    let mut event = event.clone();
+    event["ServiceToken"] = json!(FRAMEWORK);
+    let event = &event;
+    let Outcome::Response(on_event) = d.runtime.invoke(event, INVOCATION).await else {
+        panic!("onEvent failed");
+    };
+    assert!(on_event.get("IsComplete").is_none(), "{on_event}");
+    let mut merged = event.clone();
+    for (k, v) in on_event.as_object().expect("onEvent answers an object") {
+        merged[k] = v.clone();
+    }
+    let mut calls = 1;
+    loop {
+        let Outcome::Response(answer) = d.runtime.invoke(&merged, INVOCATION).await else {
+            panic!("isComplete failed");
+        };
+        calls += 1;
+        assert!(calls < 20, "isComplete never completed");
+        match answer["IsComplete"].as_bool() {
+            Some(true) => {
+                let mut data = merged["Data"].clone();
+                if let Some(more) = answer["Data"].as_object() {
+                    for (k, v) in more {
+                        data[k] = v.clone();
+                    }
+                }
+                return (data, calls);
+            }
+            Some(false) => {
+                assert!(
+                    answer.get("Data").is_none(),
+                    "Data with IsComplete false: {answer}"
+                );
+            }
+            None => panic!("isComplete answered without IsComplete: {answer}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn provider_mode_goes_on_through_is_complete_calls() {
+    let d = slow_deployment(
+        "chainprovider",
+        vec![("DB_SETUP_RESPONSE_MODE", "provider".to_string())],
+    )
+    .await;
+    let url = d.receiver.url();
+    let event = cfn_event("Create", &url, json!({"ServiceTimeout": "300"}));
+    let (data, calls) = provider_framework(&d, &event).await;
+    assert!(calls >= 3, "only {calls} calls");
+    let total = embedded_count();
+    assert_eq!(data["Applied"], total.to_string(), "{data}");
+    assert_eq!(data["AlreadyApplied"], "0", "{data}");
+    assert_eq!(d.db.history().await.len(), total);
+    assert!(
+        d.receiver.puts_to(&url).is_empty(),
+        "provider mode never answers CloudFormation itself"
+    );
+    assert!(
+        d.runtime.async_events().is_empty(),
+        "provider mode never invokes itself"
+    );
+
+    // A deploy with nothing to do, and a Delete: onEvent finishes, the
+    // first isComplete call says so without running anything.
+    for request_type in ["Update", "Delete"] {
+        let event = cfn_event(request_type, &url, json!({"ServiceTimeout": "300"}));
+        let (data, calls) = provider_framework(&d, &event).await;
+        assert_eq!(calls, 2, "{request_type}: {data}");
+        if request_type == "Update" {
+            assert_eq!(data["Applied"], "0", "{data}");
+            assert_eq!(data["AlreadyApplied"], total.to_string(), "{data}");
+        }
+    }
 }

@@ -328,10 +328,9 @@ impl<'c> Migrator<'c> {
         plan: &Plan<'_>,
     ) -> Result<(Vec<AppliedStep>, Vec<String>), MigrateError> {
         let mut done: Vec<AppliedStep> = Vec::new();
-        let mut ran_units = 0;
         let units = steps(&plan.to_run, self.options.mode);
         for (index, step) in units.iter().enumerate() {
-            if ran_units > 0 && self.options.yield_at.is_some_and(|at| Instant::now() >= at) {
+            if index > 0 && self.options.yield_at.is_some_and(|at| Instant::now() >= at) {
                 let left: Vec<String> = units[index..]
                     .iter()
                     .flat_map(Step::migrations)
@@ -344,7 +343,6 @@ impl<'c> Migrator<'c> {
                 );
                 return Ok((done, left));
             }
-            ran_units += 1;
             let result = match step {
                 Step::Transaction(batch) => self.with_retries(|| self.run_transaction(batch)).await,
                 Step::NoTransaction(m) => self.run_outside(m).await,

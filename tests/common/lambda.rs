@@ -197,7 +197,10 @@ impl RuntimeApi {
                         .and_then(|v| v.to_str().ok())
                         == Some("Event");
                     if !event_type {
-                        return reply(StatusCode::BAD_REQUEST, "only InvocationType=Event is served");
+                        return reply(
+                            StatusCode::BAD_REQUEST,
+                            "only InvocationType=Event is served",
+                        );
                     }
                     {
                         let mut s = state.lock().unwrap();
@@ -545,7 +548,10 @@ impl Function {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_db-setup"));
         cmd.env("AWS_LAMBDA_RUNTIME_API", runtime.addr.to_string())
             // The Invoke API (a function invoking itself) is served by the same stand-in.
-            .env("AWS_ENDPOINT_URL_LAMBDA", format!("http://{}", runtime.addr))
+            .env(
+                "AWS_ENDPOINT_URL_LAMBDA",
+                format!("http://{}", runtime.addr),
+            )
             .env("AWS_LAMBDA_FUNCTION_NAME", "db-setup")
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use db_setup::config::ResponseMode;
+use db_setup::continuation::Chain;
 use db_setup::error::SetupError;
 use db_setup::event::{Action, CfnRequest};
-use db_setup::continuation::Chain;
 use db_setup::handler::{Deployed, Handler, Progress, Work};
 use db_setup::respond::{Data, Responder};
 use serde_json::Value;
