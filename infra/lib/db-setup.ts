@@ -9,6 +9,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as cr from 'aws-cdk-lib/custom-resources';
 import { Construct, type IConstruct } from 'constructs';
@@ -226,10 +227,29 @@ export interface DbSetupProps {
    */
   readonly memorySize?: number;
   /**
-   * How long CloudFormation waits for an answer before failing the resource.
+   * How long CloudFormation waits for an answer before failing the resource. The one setting
+   * for the whole deploy: it is the resource's `ServiceTimeout` (the function reads it, and a
+   * chain of invocations answers FAILED before it runs out) and, in provider mode, the
+   * framework's `totalTimeout`.
    * @default computed from `timeout` (35 min for a 10 min timeout), see {@link defaultServiceTimeout}
    */
   readonly serviceTimeout?: Duration;
+  /**
+   * Work longer than one invocation (`DB_SETUP_CONTINUE`): when an invocation's time for new
+   * work is over, the function stops between two units of work (a transaction, a
+   * no-transaction migration) and goes on in a new invocation, until `serviceTimeout`. In
+   * direct mode the function invokes itself asynchronously (the construct grants
+   * `lambda:InvokeFunction` on the function itself, nothing else); in provider mode the
+   * framework's `isComplete` calls (the function again) go on, every `queryInterval`.
+   * See docs/scale.md.
+   * @default true
+   */
+  readonly continueAcrossInvocations?: boolean;
+  /**
+   * Provider mode with `continueAcrossInvocations`: the pause between two `isComplete` calls.
+   * @default Duration.seconds(10)
+   */
+  readonly queryInterval?: Duration;
   /** @default ONE_MONTH */
   readonly logRetention?: logs.RetentionDays;
   /**
@@ -420,6 +440,8 @@ export class DbSetup extends Construct {
   public readonly provider?: cr.Provider;
   /** The function's security group (allowed into the database). */
   public readonly securityGroup: ec2.SecurityGroup;
+  /** Direct mode with `continueAcrossInvocations`: `lambda:InvokeFunction` on the function itself. */
+  public readonly selfInvokePolicy?: iam.Policy;
   /** With `alarms`: fires on any failed deploy (the `Failures` metric) or function error. */
   public failureAlarm?: cloudwatch.Alarm;
   /** With `alarms`: fires when an invocation comes near the function's timeout. */
@@ -457,6 +479,7 @@ export class DbSetup extends Construct {
     if (serviceTimeout.toSeconds() > 3600 || serviceTimeout.toSeconds() < timeout.toSeconds()) {
       throw new Error('serviceTimeout must lie between the Lambda timeout and 1 hour');
     }
+    const continuing = props.continueAcrossInvocations ?? true;
     const names = new Set(users.map((u) => u.username));
     if (names.size !== users.length) {
       throw new Error('DbSetup: usernames must be unique');
@@ -488,6 +511,7 @@ export class DbSetup extends Construct {
       DB_SETUP_RESPONSE_MODE: mode,
       DB_SETUP_TLS: 'verify-full',
       DB_SETUP_METRICS_NAMESPACE: props.metricsNamespace ?? DEFAULT_METRICS_NAMESPACE,
+      DB_SETUP_CONTINUE: String(continuing),
       ...(props.host !== undefined && { DB_SETUP_DB_HOST: props.host }),
       ...(props.port !== undefined && { DB_SETUP_DB_PORT: portString(props.port) }),
       ...(props.databaseName !== undefined && { DB_SETUP_DB_NAME: props.databaseName }),
@@ -560,12 +584,39 @@ export class DbSetup extends Construct {
     };
 
     let serviceToken = this.function.functionArn;
+    if (mode === 'direct' && continuing) {
+      // A policy of its own, attached to the role: the function does not depend on it (a
+      // statement in the role's default policy would make the function depend on its own ARN).
+      this.selfInvokePolicy = new iam.Policy(this, 'SelfInvokePolicy', {
+        statements: [
+          new iam.PolicyStatement({
+            sid: 'ContinueInANewInvocation',
+            actions: ['lambda:InvokeFunction'],
+            resources: [this.function.functionArn],
+          }),
+        ],
+      });
+      this.selfInvokePolicy.attachToRole(this.function.role!);
+    }
     if (mode === 'provider') {
       // The framework's functions stay outside the VPC: they call the Lambda API and S3.
+      const logRetention = props.logRetention ?? logs.RetentionDays.ONE_MONTH;
       this.provider = new cr.Provider(this, 'Provider', {
         onEventHandler: this.function,
+        ...(continuing && {
+          isCompleteHandler: this.function,
+          queryInterval: props.queryInterval ?? Duration.seconds(10),
+          totalTimeout: serviceTimeout,
+          // Every event, but never the execution data: it holds the ResponseURL (a bearer token).
+          disableWaiterStateMachineLogging: false,
+          waiterStateMachineLogOptions: {
+            includeExecutionData: false,
+            destination: new logs.LogGroup(this, 'ProviderWaiterLogGroup', { retention: logRetention }),
+            level: sfn.LogLevel.ALL,
+          },
+        }),
         logGroup: new logs.LogGroup(this, 'ProviderLogGroup', {
-          retention: props.logRetention ?? logs.RetentionDays.ONE_MONTH,
+          retention: logRetention,
         }),
       });
       serviceToken = this.provider.serviceToken;
@@ -581,6 +632,41 @@ export class DbSetup extends Construct {
           reason: 'CDK Provider framework: may invoke any version or alias of the db-setup function, and only that function.',
         },
       );
+      if (continuing) {
+        const logicalId = (child: string) =>
+          stack.getLogicalId(this.provider!.node.findChild(child).node.defaultChild as lambda.CfnFunction);
+        for (const child of ['framework-isComplete', 'framework-onTimeout']) {
+          Validations.of(this.provider.node.findChild(child)).acknowledge({
+            id: 'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]',
+            reason: 'CDK Provider framework function: the AWS managed policy for writing its log.',
+          });
+        }
+        for (const child of ['framework-isComplete', 'framework-onTimeout']) {
+          Validations.of(this.provider.node.findChild(child)).acknowledge({
+            id: `AwsSolutions-IAM5[Resource::<${fnLogicalId}.Arn>:*]`,
+            reason: 'CDK Provider framework: may invoke any version or alias of the db-setup function, and only that function.',
+          });
+        }
+        const waiter = this.provider.node.findChild('waiter-state-machine');
+        Validations.of(waiter).acknowledge(
+          {
+            id: `AwsSolutions-IAM5[Resource::<${logicalId('framework-isComplete')}.Arn>:*]`,
+            reason: "CDK Provider framework waiter: invokes the framework's own isComplete function (any version), only it.",
+          },
+          {
+            id: `AwsSolutions-IAM5[Resource::<${logicalId('framework-onTimeout')}.Arn>:*]`,
+            reason: "CDK Provider framework waiter: invokes the framework's own onTimeout function (any version), only it.",
+          },
+          {
+            id: 'AwsSolutions-IAM5[Resource::*]',
+            reason: 'Step Functions log delivery to CloudWatch Logs: logs:CreateLogDelivery and its companions take no resource ARN (the AWS documented policy for state machine logging).',
+          },
+          {
+            id: 'AwsSolutions-SF2',
+            reason: 'The Provider framework does not expose X-Ray tracing for its waiter; its every event is logged (AwsSolutions-SF1), and each call it makes is in the function log.',
+          },
+        );
+      }
     }
 
     // The construct id differs per mode: CloudFormation cannot change the ServiceToken of
@@ -597,6 +683,9 @@ export class DbSetup extends Construct {
       serviceTimeout,
       properties,
     });
+    if (this.selfInvokePolicy !== undefined) {
+      this.resource.node.addDependency(this.selfInvokePolicy);
+    }
     // Run after (and be deleted before) the database with its ingress rule and the VPC's
     // endpoints: the function needs all of them to do its work and to answer.
     if (Construct.isConstruct(props.database)) {

@@ -208,6 +208,55 @@ function withUsers(users: (s: Stack) => AppUser[], extra: Partial<DbSetupProps> 
 /** The CloudFormation resources of a stack, by logical id. */
 const resourcesOf = (stack: Stack): Record<string, any> => Template.fromStack(stack).toJSON().Resources;
 
+describe('DbSetup work longer than one invocation', () => {
+  const invokeStatements = (res: Record<string, any>) =>
+    allStatements(res).filter((st) => actions(st).includes('lambda:InvokeFunction'));
+
+  it('direct mode: lambda:InvokeFunction on the function itself only, in a policy the custom resources wait for', () => {
+    const { stack, dbSetup, template } = build();
+    const res = template.toJSON().Resources as Record<string, any>;
+    const fnId = stack.getLogicalId(dbSetup.function.node.defaultChild as lambda.CfnFunction);
+    const policyId = stack.getLogicalId(dbSetup.selfInvokePolicy!.node.defaultChild as iam.CfnPolicy);
+    const invoke = invokeStatements(res);
+    assert.equal(invoke.length, 1);
+    assert.deepEqual(actions(invoke[0]), ['lambda:InvokeFunction']);
+    assert.deepEqual(resources(invoke[0]), [`<${fnId}.Arn>`]);
+    assert.deepEqual(res[policyId].Properties.PolicyDocument.Statement, [invoke[0]]);
+    // Attached to the function's role, and the function does not depend on it (no cycle).
+    const role = res[fnId].Properties.Role['Fn::GetAtt'][0];
+    assert.deepEqual(res[policyId].Properties.Roles, [{ Ref: role }]);
+    assert.ok(!(res[fnId].DependsOn ?? []).includes(policyId));
+    const [crId] = Object.keys(res).filter((k) => res[k].Type === 'Custom::DbSetup');
+    assert.ok(res[crId].DependsOn.includes(policyId), 'the custom resource must wait for the permission');
+    assert.equal(res[fnId].Properties.Environment.Variables.DB_SETUP_CONTINUE, 'true');
+  });
+
+  it('can be turned off: no invoke permission, DB_SETUP_CONTINUE false, no isComplete in provider mode', () => {
+    for (const responseMode of ['direct', 'provider'] as const) {
+      const { dbSetup, template } = build({ continueAcrossInvocations: false, responseMode });
+      const res = template.toJSON().Resources as Record<string, any>;
+      assert.equal(dbSetup.selfInvokePolicy, undefined);
+      const fnId = Stack.of(dbSetup).getLogicalId(dbSetup.function.node.defaultChild as lambda.CfnFunction);
+      assert.equal(res[fnId].Properties.Environment.Variables.DB_SETUP_CONTINUE, 'false');
+      template.resourceCountIs('AWS::StepFunctions::StateMachine', 0);
+      if (responseMode === 'direct') assert.equal(invokeStatements(res).length, 0);
+    }
+  });
+
+  it('provider mode: the function is the isComplete handler, polled every queryInterval until serviceTimeout', () => {
+    const { template } = build({
+      responseMode: 'provider',
+      serviceTimeout: Duration.minutes(50),
+      queryInterval: Duration.seconds(30),
+    });
+    const [machine] = Object.values(template.findResources('AWS::StepFunctions::StateMachine')) as any[];
+    const definition = JSON.stringify(machine.Properties.DefinitionString);
+    assert.match(definition, /\\"IntervalSeconds\\":30/);
+    assert.match(definition, /\\"MaxAttempts\\":100/);
+    template.hasResourceProperties('Custom::DbSetup', { ServiceTimeout: '3000' });
+  });
+});
+
 describe('DbSetup users: the DB_SETUP_USERS contract', () => {
   it('sends secretId for password users, auth "iam" and no secretId for IAM users, adopt only when true', () => {
     const { stack, dbSetup } = withUsers((s) => [

@@ -147,6 +147,7 @@ describe('function', () => {
     const secret = (name: string) => `<${id(stack.userSecrets[name])}>`;
     assert.deepEqual(Object.keys(env).sort(), [
       'DB_SETUP_ADMIN_SECRET_ID',
+      'DB_SETUP_CONTINUE',
       'DB_SETUP_DB_HOST',
       'DB_SETUP_DB_NAME',
       'DB_SETUP_DB_PORT',
@@ -161,6 +162,7 @@ describe('function', () => {
       { username: 'app_ro', role: 'readonly', auth: 'iam' },
     ]);
     assert.equal(env.DB_SETUP_RESPONSE_MODE, 'direct');
+    assert.equal(env.DB_SETUP_CONTINUE, 'true');
     assert.equal(env.DB_SETUP_TLS, 'verify-full');
     assert.equal(env.DB_SETUP_METRICS_NAMESPACE, 'DbSetup');
     assert.equal(flatten(env.DB_SETUP_DB_HOST), `<${id(stack.database)}.Endpoint.Address>`);
@@ -377,12 +379,47 @@ describe('provider mode', () => {
     assert.equal(res[fnId].Properties.Environment.Variables.DB_SETUP_RESPONSE_MODE, 'provider');
   });
 
-  it('lets the framework invoke the function, from outside the VPC', () => {
+  it('lets the framework invoke the function, from outside the VPC, for onEvent and isComplete', () => {
     const framework = res[frameworkId].Properties;
     assert.equal(framework.VpcConfig, undefined);
     assert.equal(flatten(framework.Environment.Variables.USER_ON_EVENT_FUNCTION_ARN), `<${fnId}.Arn>`);
+    assert.equal(flatten(framework.Environment.Variables.USER_IS_COMPLETE_FUNCTION_ARN), `<${fnId}.Arn>`);
+    // Every invoke grant is the framework's own: on the function, or on the framework's
+    // isComplete and onTimeout functions (its waiter); the function itself invokes nothing.
     const invoke = allStatements(res).filter((s) => actions(s).includes('lambda:InvokeFunction'));
-    assert.deepEqual(invoke.flatMap(resources).sort(), [`<${fnId}.Arn>`, `<${fnId}.Arn>:*`]);
+    const targets = [...new Set(invoke.flatMap(resources))].sort();
+    const fw = (name: string) => {
+      const [logical] = Object.keys(res).filter((k) => k.startsWith(`DbSetupProviderframework${name}`) && res[k].Type === 'AWS::Lambda::Function');
+      return logical;
+    };
+    assert.deepEqual(targets, [
+      `<${fnId}.Arn>`,
+      `<${fnId}.Arn>:*`,
+      `<${fw('isComplete')}.Arn>`,
+      `<${fw('isComplete')}.Arn>:*`,
+      `<${fw('onTimeout')}.Arn>`,
+      `<${fw('onTimeout')}.Arn>:*`,
+    ].sort());
+    const fnRole = flatten(res[fnId].Properties.Role);
+    for (const [, r] of Object.entries(res).filter(([, r]) => r.Type === 'AWS::IAM::Policy')) {
+      const attached = (r.Properties.Roles ?? []).map(flatten);
+      if (attached.some((a: string) => fnRole.includes(a.replace(/[<>]/g, '')))) {
+        const statements = r.Properties.PolicyDocument.Statement;
+        assert.ok(!statements.some((s: any) => actions(s).includes('lambda:InvokeFunction')), 'the function invokes itself in provider mode');
+      }
+    }
+  });
+
+  it('polls isComplete for as long as the ServiceTimeout, the one setting (35 min by default)', () => {
+    const [machine] = Object.values(res).filter((r) => r.Type === 'AWS::StepFunctions::StateMachine');
+    const definition = JSON.stringify(machine.Properties.DefinitionString);
+    // The waiter retries every queryInterval (10 s) for totalTimeout = ServiceTimeout (2100 s).
+    assert.match(definition, /\\"IntervalSeconds\\":10/);
+    assert.match(definition, /\\"MaxAttempts\\":210/);
+    assert.equal(machine.Properties.LoggingConfiguration.Level, 'ALL');
+    assert.equal(machine.Properties.LoggingConfiguration.IncludeExecutionData, false);
+    const [cr] = Object.values(res).filter((r) => r.Type === 'Custom::DbSetup');
+    assert.equal(cr.Properties.ServiceTimeout, '2100');
   });
 
   it('uses another logical id than direct mode (a ServiceToken cannot change in place)', () => {
