@@ -43,6 +43,7 @@ struct ProgressState {
     started: Option<Instant>,
     canceller: Option<Canceller>,
     counts: Counts,
+    deadline: Option<Instant>,
 }
 
 /// What the work counted, for the deploy metrics.
@@ -106,6 +107,18 @@ impl Progress {
         } else {
             s.step.clone()
         }
+    }
+
+    /// Sets when the deadline guard stops the work (the handler does, from
+    /// the invocation's budget).
+    pub fn set_deadline(&self, at: Instant) {
+        self.state().deadline = Some(at);
+    }
+
+    /// When the deadline guard stops the work, if the handler said: work
+    /// that waits (a snapshot) ends its wait before it.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.state().deadline
     }
 
     /// Registers the connection whose query a timeout must cancel.
@@ -379,6 +392,7 @@ impl<S: Work> Handler<S> {
         }
         let started = Instant::now();
         let progress = Progress::default();
+        progress.set_deadline(started + budget.work);
         let request_type = request.request_type;
         let result = match request.request_type {
             // Forward-only: nothing is dropped, nothing to wait for.

@@ -11,6 +11,7 @@ use db_setup::metrics;
 use db_setup::migrate::MigrationSet;
 use db_setup::respond::Responder;
 use db_setup::secrets::SecretsManager;
+use db_setup::snapshot::RdsSnapshots;
 use db_setup::verify::Spec;
 use db_setup::work::{LiveWork, Unconfigured};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
@@ -83,7 +84,7 @@ fn init_tracing(logs: &LogSettings) {
 async fn live_setup(
     config: Config,
     steps: &mut StartupSteps,
-) -> Result<(LiveWork<SecretsManager>, Tls), SetupError> {
+) -> Result<(LiveWork<SecretsManager, RdsSnapshots>, Tls), SetupError> {
     let tls = Tls::start_from_config(config.tls, config.tls_ca_file.as_deref())?;
     steps.done("tls");
     let migrations = MigrationSet::embedded()?;
@@ -91,6 +92,7 @@ async fn live_setup(
     steps.done("embedded");
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let secrets = SecretsManager::new(aws_sdk_secretsmanager::Client::new(&aws));
+    let snapshots = RdsSnapshots::new(aws_sdk_rds::Client::new(&aws));
     steps.done("aws");
     info!(
         config_ms = steps.ms("config"),
@@ -107,7 +109,7 @@ async fn live_setup(
         "ready"
     );
     Ok((
-        LiveWork::new(config, secrets, tls.clone(), migrations, spec),
+        LiveWork::new(config, secrets, tls.clone(), migrations, spec).with_snapshots(snapshots),
         tls,
     ))
 }

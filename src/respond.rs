@@ -81,6 +81,11 @@ pub struct Data {
     /// (empty when none); set on an `expand` request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waits_for_contract: Option<String>,
+    /// The RDS snapshot taken (and available) before this request's
+    /// migrations ran (`SnapshotDbInstance` / `SnapshotDbCluster`); not sent
+    /// when none was needed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
 }
 
 impl Data {
@@ -447,11 +452,20 @@ mod tests {
             message: None,
             phase: None,
             waits_for_contract: None,
+            snapshot: None,
         };
         assert_eq!(
             serde_json::to_value(&data).unwrap(),
             json!({"Applied": "3", "AlreadyApplied": "0", "LastMigration": "012_x",
                    "Users": "2", "UsersRotated": "1"})
+        );
+        let with_snapshot = Data {
+            snapshot: Some("db-setup-app-r1".into()),
+            ..data
+        };
+        assert_eq!(
+            serde_json::to_value(&with_snapshot).unwrap()["Snapshot"],
+            "db-setup-app-r1"
         );
         assert_eq!(
             serde_json::to_value(Data::message("nothing was run")).unwrap(),

@@ -1,8 +1,10 @@
 //! The production [`crate::handler::Work`]: reads the admin secret, connects,
-//! and sequences the steps (migrate, then the users step in [`crate::users::apply`]);
-//! the manual actions.
+//! and sequences the steps (an RDS snapshot when asked for and migrations are
+//! pending, migrate, then the users step in [`crate::users::apply`]); the
+//! manual actions.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::{Value, json};
 use tokio_postgres::Client;
@@ -22,6 +24,7 @@ use crate::migrate::{
 use crate::pg::ServerError;
 use crate::respond::Data;
 use crate::secrets::{AWSCURRENT, SecretStore, SecretsError, parse_rds_secret};
+use crate::snapshot::{self, NoSnapshots, SnapshotError, SnapshotSource, SnapshotState, Snapshots};
 use crate::users::apply::{self, Site, UserOutcome};
 use crate::users::credentials;
 use crate::users::database::PgUsers;
@@ -33,10 +36,13 @@ struct Admin {
     secret_arn: String,
 }
 
-/// The production work: Secrets Manager (or any [`SecretStore`]) and PostgreSQL.
-pub struct LiveWork<S: SecretStore> {
+/// The production work: Secrets Manager (or any [`SecretStore`]), PostgreSQL
+/// and, for the snapshot before migrating, RDS (any [`Snapshots`]; none
+/// until [`LiveWork::with_snapshots`]).
+pub struct LiveWork<S: SecretStore, R: Snapshots = NoSnapshots> {
     config: Config,
     secrets: S,
+    snapshots: R,
     tls: Tls,
     migrations: MigrationSet,
     spec: Spec,
@@ -48,9 +54,25 @@ impl<S: SecretStore + 'static> LiveWork<S> {
         LiveWork {
             config,
             secrets,
+            snapshots: NoSnapshots,
             tls,
             migrations,
             spec,
+        }
+    }
+}
+
+impl<S: SecretStore + 'static, R: Snapshots + 'static> LiveWork<S, R> {
+    /// The same work with RDS `snapshots` (a request with
+    /// `SnapshotDbInstance` or `SnapshotDbCluster` needs it).
+    pub fn with_snapshots<T: Snapshots>(self, snapshots: T) -> LiveWork<S, T> {
+        LiveWork {
+            config: self.config,
+            secrets: self.secrets,
+            snapshots,
+            tls: self.tls,
+            migrations: self.migrations,
+            spec: self.spec,
         }
     }
 
@@ -184,6 +206,62 @@ impl<S: SecretStore + 'static> LiveWork<S> {
         .await?)
     }
 
+    /// The snapshot before migrating, when this run has migrations to run
+    /// (the status's plan, cut to the request's phase and target): found
+    /// (a retry of the same request) or started, then waited for until
+    /// shortly before the work's deadline. Returns its name, or `None` when
+    /// nothing is pending.
+    async fn snapshot_if_pending(
+        &self,
+        request: &CfnRequest,
+        source: &SnapshotSource,
+        client: &Client,
+        options: &RunOptions,
+        progress: &Progress,
+    ) -> Result<Option<String>, SetupError> {
+        progress.step("planning (is a snapshot needed?)");
+        let status = Migrator::new(client, options.clone())
+            .status(&self.migrations)
+            .await?;
+        if !snapshot::wanted(status.plan.as_deref()) {
+            info!(database = %source, "no migration to run: no snapshot taken");
+            return Ok(None);
+        }
+        let id = snapshot::snapshot_id(&request.reply.stack_id, &request.reply.request_id);
+        progress.step(format!("snapshotting {source} as {id}"));
+        let started = snapshot::start(&self.snapshots, source, &id).await?;
+        progress.step(format!("waiting for snapshot {id} to be available"));
+        let waiting = Instant::now();
+        let until = progress
+            .deadline()
+            .map(|d| {
+                d.checked_sub(crate::defaults::SNAPSHOT_WAIT_MARGIN)
+                    .unwrap_or(d)
+            })
+            .unwrap_or_else(|| waiting + self.config.time_budget);
+        match snapshot::wait_available(
+            &self.snapshots,
+            source,
+            &id,
+            crate::defaults::SNAPSHOT_POLL,
+            until,
+        )
+        .await?
+        {
+            SnapshotState::Available => {
+                info!(snapshot = %id, database = %source, reused = started.reused, "snapshot available: migrating");
+                Ok(Some(id))
+            }
+            SnapshotState::StillCreating { id, status } => Err(SnapshotError::StillCreating {
+                database: source.clone(),
+                snapshot: id,
+                status,
+                waited: waiting.elapsed(),
+            }
+            .into()),
+        }
+    }
+
     /// Create/Update. On an Update that carries another set's MigrationsHash
     /// (new code, old template: a rollback), or that finds the database ahead
     /// of this code (old code, after newer migrations), nothing is run:
@@ -215,15 +293,22 @@ impl<S: SecretStore + 'static> LiveWork<S> {
         let admin = self.admin(&progress, None).await?;
         let connection = self.connect(&admin.target, None, &progress).await?;
         let phase = request.properties.phase;
-        progress.step(match phase {
-            Some(p) => format!("migrating ({p} phase)"),
-            None => "migrating".to_string(),
-        });
         let options = self.phase_options(
             request.properties.transaction_mode,
             request.properties.target_migration.clone(),
             phase,
         );
+        let snapshot = match &request.properties.snapshot {
+            Some(source) => {
+                self.snapshot_if_pending(&request, source, connection.client(), &options, &progress)
+                    .await?
+            }
+            None => None,
+        };
+        progress.step(match phase {
+            Some(p) => format!("migrating ({p} phase)"),
+            None => "migrating".to_string(),
+        });
         let mut data = match Migrator::new(connection.client(), options)
             .migrate(&self.migrations)
             .await
@@ -239,6 +324,7 @@ impl<S: SecretStore + 'static> LiveWork<S> {
                     last_migration: Some(report.last_migration.unwrap_or_default()),
                     phase,
                     waits_for_contract: phase.map(|_| report.waits_for_contract.join(",")),
+                    snapshot,
                     ..Data::default()
                 }
             }
@@ -396,7 +482,7 @@ impl<S: SecretStore + 'static> LiveWork<S> {
     }
 }
 
-impl<S: SecretStore + 'static> Work for LiveWork<S> {
+impl<S: SecretStore + 'static, R: Snapshots + 'static> Work for LiveWork<S, R> {
     fn deploy(
         &self,
         request: CfnRequest,
