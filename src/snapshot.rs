@@ -665,6 +665,21 @@ mod tests {
     }
 
     #[test]
+    fn the_prefix_is_the_constructs() {
+        // The same cases as infra/test/db-setup.test.ts (snapshotPrefix), whose
+        // IAM policy allows `snapshot:<prefix>-*`.
+        let arn = |name: &str| format!("arn:aws:cloudformation:r:1:stack/{name}/x");
+        assert_eq!(snapshot_prefix(&arn("MyApp-Prod")), "db-setup-myapp-prod");
+        assert_eq!(snapshot_prefix(&arn("a--b-")), "db-setup-a-b");
+        assert_eq!(snapshot_prefix(&arn("test")), "db-setup-test");
+        assert_eq!(snapshot_prefix(""), "db-setup");
+        assert_eq!(
+            snapshot_prefix(&arn(&"x".repeat(200))),
+            format!("db-setup-{}", "x".repeat(128))
+        );
+    }
+
+    #[test]
     fn any_stack_and_request_make_a_valid_identifier() {
         let long = "x".repeat(1000);
         let cases = [
