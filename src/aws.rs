@@ -7,18 +7,20 @@ use std::time::Duration;
 
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use tracing::warn;
 
 /// An AccessDenied is retried this many times (IAM changes made in the same
 /// deploy can take seconds to reach the function), after 1 s, then 2 s.
 pub const ACCESS_DENIED_RETRIES: u32 = 2;
 
-/// Runs `call` until it succeeds, fails otherwise, or has been denied
-/// `retries` times more than once; `denied` tells an AccessDenied,
-/// `on_retry` logs each retry (with its attempt number).
+/// Runs `call` (`operation` on `resource`) until it succeeds, fails
+/// otherwise, or has been denied `retries` times more than once; `denied`
+/// tells an AccessDenied. Each retry is logged.
 pub(crate) async fn retry_denied<T, Er, Fut>(
     retries: u32,
     denied: impl Fn(&Er) -> bool,
-    on_retry: impl Fn(u32),
+    resource: &str,
+    operation: &'static str,
     mut call: impl FnMut() -> Fut,
 ) -> Result<T, Er>
 where
@@ -29,7 +31,10 @@ where
         match call().await {
             Err(e) if denied(&e) && attempt < retries => {
                 attempt += 1;
-                on_retry(attempt);
+                warn!(
+                    resource,
+                    operation, attempt, "access denied, retrying (IAM may still be propagating)"
+                );
                 tokio::time::sleep(Duration::from_secs(attempt.into())).await;
             }
             result => return result,

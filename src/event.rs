@@ -327,16 +327,17 @@ fn snapshot_source(
     cluster: Option<String>,
     problems: &mut Vec<String>,
 ) -> Option<SnapshotSource> {
-    let checked = |key: &str, id: String, problems: &mut Vec<String>| match snapshot::check_identifier(
-        &id,
-        snapshot::MAX_SOURCE_ID,
-    ) {
-        Ok(()) => Some(id),
-        Err(e) => {
-            problems.push(format!("property {key}: `{}` is {e}", truncate(&id, 70)));
-            None
-        }
-    };
+    let checked =
+        |key: &str, id: String, problems: &mut Vec<String>| match snapshot::check_identifier(
+            &id,
+            snapshot::MAX_SOURCE_ID,
+        ) {
+            Ok(()) => Some(id),
+            Err(e) => {
+                problems.push(format!("property {key}: `{}` is {e}", truncate(&id, 70)));
+                None
+            }
+        };
     match (
         instance.filter(|v| !v.is_empty()),
         cluster.filter(|v| !v.is_empty()),

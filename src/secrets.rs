@@ -8,7 +8,6 @@ use std::future::Future;
 
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use serde_json::{Map, Value};
-use tracing::warn;
 
 use crate::redacted::SecretString;
 
@@ -155,12 +154,8 @@ impl SecretsManager {
         crate::aws::retry_denied(
             self.access_denied_retries,
             |e: &SecretsError| matches!(e, SecretsError::AccessDenied { .. }),
-            |attempt| {
-                warn!(
-                    secret = id,
-                    operation, attempt, "access denied, retrying (IAM may still be propagating)"
-                )
-            },
+            id,
+            operation,
             || {
                 let call = f();
                 async move { call.await.map_err(|e| classify(id, operation, e)) }

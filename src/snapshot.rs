@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use sha2::{Digest, Sha256};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::aws;
 use crate::migrate::report::PlannedStep;
@@ -400,15 +400,13 @@ pub async fn start<R: Snapshots>(
             })
         }
         // Another invocation of the same request created it in between.
-        Err(e @ SnapshotError::AlreadyExists { .. }) => {
-            match rds.status(source, id).await? {
-                Some(status) => Ok(Started {
-                    status,
-                    reused: true,
-                }),
-                None => Err(e),
-            }
-        }
+        Err(e @ SnapshotError::AlreadyExists { .. }) => match rds.status(source, id).await? {
+            Some(status) => Ok(Started {
+                status,
+                reused: true,
+            }),
+            None => Err(e),
+        },
         Err(e) => Err(e),
     }
 }
@@ -477,22 +475,17 @@ impl RdsSnapshots {
         source: &SnapshotSource,
         id: &str,
         operation: &'static str,
-        f: impl FnMut() -> Fut,
+        mut f: impl FnMut() -> Fut,
     ) -> Result<T, SnapshotError>
     where
         Fut: Future<Output = Result<T, SdkError<E, aws_sdk_rds::config::http::HttpResponse>>>,
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let mut f = f;
         aws::retry_denied(
             aws::ACCESS_DENIED_RETRIES,
             |e: &SnapshotError| matches!(e, SnapshotError::AccessDenied { .. }),
-            |attempt| {
-                warn!(
-                    snapshot = id,
-                    operation, attempt, "access denied, retrying (IAM may still be propagating)"
-                )
-            },
+            id,
+            operation,
             || {
                 let call = f();
                 async move { call.await.map_err(|e| classify(source, id, operation, &e)) }
@@ -523,18 +516,20 @@ where
                 operation,
             }
         }
-        Some("DBSnapshotAlreadyExists" | "DBSnapshotAlreadyExistsFault" | "DBClusterSnapshotAlreadyExistsFault") => {
-            SnapshotError::AlreadyExists {
-                snapshot,
-                operation,
-            }
-        }
-        Some("DBSnapshotNotFound" | "DBSnapshotNotFoundFault" | "DBClusterSnapshotNotFoundFault") => {
-            SnapshotError::NotFound {
-                snapshot,
-                operation,
-            }
-        }
+        Some(
+            "DBSnapshotAlreadyExists"
+            | "DBSnapshotAlreadyExistsFault"
+            | "DBClusterSnapshotAlreadyExistsFault",
+        ) => SnapshotError::AlreadyExists {
+            snapshot,
+            operation,
+        },
+        Some(
+            "DBSnapshotNotFound" | "DBSnapshotNotFoundFault" | "DBClusterSnapshotNotFoundFault",
+        ) => SnapshotError::NotFound {
+            snapshot,
+            operation,
+        },
         Some("AccessDenied" | "AccessDeniedException") => SnapshotError::AccessDenied {
             database,
             snapshot,
@@ -560,6 +555,11 @@ where
     }
 }
 
+/// A snapshot's status as RDS gave it (`unknown` when it gave none: waited for).
+fn known(status: Option<&str>) -> String {
+    status.unwrap_or("unknown").to_string()
+}
+
 impl Snapshots for RdsSnapshots {
     async fn status(
         &self,
@@ -567,7 +567,7 @@ impl Snapshots for RdsSnapshots {
         id: &str,
     ) -> Result<Option<String>, SnapshotError> {
         let operation = source.describe_operation();
-        let statuses = match source {
+        let status = match source {
             SnapshotSource::Instance(_) => self
                 .call(source, id, operation, || {
                     self.client
@@ -576,12 +576,7 @@ impl Snapshots for RdsSnapshots {
                         .send()
                 })
                 .await
-                .map(|out| {
-                    out.db_snapshots()
-                        .iter()
-                        .map(|s| s.status().unwrap_or("unknown").to_string())
-                        .collect::<Vec<_>>()
-                }),
+                .map(|out| out.db_snapshots().first().map(|s| known(s.status()))),
             SnapshotSource::Cluster(_) => self
                 .call(source, id, operation, || {
                     self.client
@@ -592,13 +587,12 @@ impl Snapshots for RdsSnapshots {
                 .await
                 .map(|out| {
                     out.db_cluster_snapshots()
-                        .iter()
-                        .map(|s| s.status().unwrap_or("unknown").to_string())
-                        .collect::<Vec<_>>()
+                        .first()
+                        .map(|s| known(s.status()))
                 }),
         };
-        match statuses {
-            Ok(statuses) => Ok(statuses.into_iter().next()),
+        match status {
+            Ok(status) => Ok(status),
             Err(SnapshotError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -646,8 +640,7 @@ mod tests {
     use crate::migrate::plan::{AppliedMigration, plan};
     use crate::migrate::status::planned_steps;
 
-    const STACK: &str =
-        "arn:aws:cloudformation:eu-west-1:123456789012:stack/MyApp-Prod/6a1d2e00-1111-2222-3333-444455556666";
+    const STACK: &str = "arn:aws:cloudformation:eu-west-1:123456789012:stack/MyApp-Prod/6a1d2e00-1111-2222-3333-444455556666";
     const REQUEST: &str = "5b1c7f3e-8a2d-4c6b-9e0f-1a2b3c4d5e6f";
 
     #[test]
@@ -785,7 +778,11 @@ mod tests {
         assert!(!decide(&["001_a"], Some("001_a"), None));
         // A history the run refuses (an applied name without a file): none,
         // the migrate says why.
-        assert!(!decide(&["001_a", "002_b", "003_drop", "004_gone"], None, None));
+        assert!(!decide(
+            &["001_a", "002_b", "003_drop", "004_gone"],
+            None,
+            None
+        ));
     }
 
     #[test]
@@ -823,11 +820,19 @@ mod tests {
             _id: &str,
         ) -> Result<Option<String>, SnapshotError> {
             let mut s = self.statuses.lock().unwrap();
-            let next = if s.len() > 1 { s.pop() } else { s.last().copied() };
+            let next = if s.len() > 1 {
+                s.pop()
+            } else {
+                s.last().copied()
+            };
             Ok(next.flatten().map(str::to_string))
         }
 
-        async fn create(&self, _source: &SnapshotSource, id: &str) -> Result<String, SnapshotError> {
+        async fn create(
+            &self,
+            _source: &SnapshotSource,
+            id: &str,
+        ) -> Result<String, SnapshotError> {
             self.created.lock().unwrap().push(id.into());
             Ok("creating".into())
         }
@@ -912,9 +917,9 @@ mod tests {
             operation: "CreateDBSnapshot",
         };
         assert!(
-            denied
-                .to_string()
-                .contains("grant rds:CreateDBSnapshot on the DB instance mydb and on snapshot db-setup-app-r1"),
+            denied.to_string().contains(
+                "grant rds:CreateDBSnapshot on the DB instance mydb and on snapshot db-setup-app-r1"
+            ),
             "{denied}"
         );
     }
