@@ -4,7 +4,7 @@ import { cpSync, mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
-import { Duration, Stack, Validations } from 'aws-cdk-lib';
+import { Duration, NestedStack, Stack, Validations } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -554,6 +554,27 @@ describe('snapshotBeforeMigrate', () => {
     dbSetup.runContractAfter(new sns.Topic(stack, 'App'));
     const contract = Object.values(Template.fromStack(stack).findResources('Custom::DbSetupContract'))[0] as any;
     assert.deepEqual(contract.Properties.SnapshotDbInstance, properties(stack).SnapshotDbInstance);
+  });
+
+  it('falls back to db-setup-* when the stack name is a token (a nested stack)', () => {
+    const parent = new Stack(newApp({ nag: false }), 'Parent');
+    const nested = new NestedStack(parent, 'Nested');
+    const vpc = new ec2.Vpc(nested, 'Vpc', {
+      natGateways: 0,
+      subnetConfiguration: [{ name: 'db', subnetType: ec2.SubnetType.PRIVATE_ISOLATED }],
+    });
+    const db = new rds.DatabaseInstance(nested, 'Db', {
+      engine: rds.DatabaseInstanceEngine.postgres({ version: rds.PostgresEngineVersion.VER_16_13 }),
+      vpc,
+      vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_ISOLATED },
+      storageEncrypted: true,
+    });
+    new DbSetup(nested, 'Setup', { code: fixtureCode(), vpc, database: db, adminSecret: db.secret!, snapshotBeforeMigrate: true });
+    const snapshots = rdsStatements(nested).flatMap((s) => s.resources).filter((r) => r.includes(':snapshot:'));
+    assert.ok(snapshots.length > 0);
+    for (const r of snapshots) {
+      assert.match(r, /:snapshot:db-setup-\*$/);
+    }
   });
 
   it('refuses a database that is neither an instance nor a cluster', () => {
