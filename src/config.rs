@@ -118,6 +118,9 @@ pub struct Config {
     /// invocation's time continues in a new invocation of the function
     /// (`lambda:InvokeFunction` on itself); see [`crate::continuation`].
     pub continuation: bool,
+    /// `DB_SETUP_SNAPSHOT_POLL`: the pause between two looks at a snapshot
+    /// being created (see [`crate::snapshot`]).
+    pub snapshot_poll: Duration,
     /// `DB_SETUP_CONTINUE_RESERVE`: no unit of work starts later than this
     /// before the invocation's deadline (default: a third of its time for work).
     pub continue_reserve: Option<Duration>,
@@ -323,6 +326,7 @@ impl Config {
                     _ => Err(format!("`{v}` is not true or false")),
                 }
             }),
+            snapshot_poll: r.duration("DB_SETUP_SNAPSHOT_POLL", defaults::SNAPSHOT_POLL),
             continue_reserve: r.parsed("DB_SETUP_CONTINUE_RESERVE", None, |v| {
                 parse_duration(v).map(Some)
             }),
@@ -330,6 +334,10 @@ impl Config {
         if config.connect_timeout.is_zero() {
             r.problems
                 .push("DB_SETUP_CONNECT_TIMEOUT must be more than 0".into());
+        }
+        if config.snapshot_poll.is_zero() {
+            r.problems
+                .push("DB_SETUP_SNAPSHOT_POLL must be more than 0".into());
         }
         if config.time_budget.is_zero() {
             r.problems
@@ -476,6 +484,7 @@ mod tests {
         assert!(!c.json_logs);
         assert!(!c.continuation);
         assert_eq!(c.continue_reserve, None);
+        assert_eq!(c.snapshot_poll, Duration::from_secs(10));
     }
 
     #[test]

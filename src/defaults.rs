@@ -24,6 +24,12 @@ pub const CONNECT_RETRY_PAUSE: Duration = Duration::from_secs(1);
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 /// The time allowed when the invocation's deadline is unknown.
 pub const TIME_BUDGET: Duration = Duration::from_secs(300);
+/// The pause between two looks at a snapshot being created (RDS takes
+/// minutes for a large database; DescribeDBSnapshots is rate-limited).
+pub const SNAPSHOT_POLL: Duration = Duration::from_secs(10);
+/// Waiting for a snapshot ends this long before the work's deadline, so the
+/// still-creating error is the answer, not the deadline guard's timeout.
+pub const SNAPSHOT_WAIT_MARGIN: Duration = Duration::from_secs(5);
 /// PostgreSQL's default port.
 pub const PORT: u16 = 5432;
 /// PostgreSQL's default database.

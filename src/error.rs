@@ -14,6 +14,7 @@ use crate::db::{ConnectError, TlsSetupError};
 use crate::migrate::{MigrateError, SourceErrors};
 use crate::pg::ServerError;
 use crate::secrets::{SecretFormatError, SecretsError};
+use crate::snapshot::SnapshotError;
 use crate::users::apply::UsersError;
 use crate::verify::SpecError;
 
@@ -44,6 +45,10 @@ pub enum SetupError {
     /// The database could not be reached or refused the login.
     #[error("{0}")]
     Connect(#[from] ConnectError),
+    /// The snapshot before migrating could not be taken (or is not
+    /// available yet): nothing was migrated.
+    #[error("{0}")]
+    Snapshot(#[from] SnapshotError),
     /// Migrations did not complete.
     #[error("{0}")]
     Migrate(#[from] MigrateError),
@@ -121,6 +126,7 @@ impl SetupError {
                 "AdminSecretError"
             }
             SetupError::Connect(_) => "DatabaseConnectionError",
+            SetupError::Snapshot(e) => e.kind(),
             SetupError::Migrate(MigrateError::LockTimeout { .. }) => "MigrationLockHeld",
             SetupError::Migrate(_) => "MigrationError",
             SetupError::Users(UsersError::RoleLockTimeout { .. }) => "RoleLockHeld",

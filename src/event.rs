@@ -19,6 +19,7 @@ use crate::fleet::DatabaseTarget;
 use crate::insight::{InsightOptions, MAX_TOP};
 use crate::migrate::TransactionMode;
 use crate::migrate::options::Phase;
+use crate::snapshot::{self, SnapshotSource};
 
 /// The longest identifier copied from a request into a response.
 pub const MAX_ID_LEN: usize = 1024;
@@ -55,6 +56,9 @@ pub struct Properties {
     /// `ServiceTimeout` (seconds): how long CloudFormation waits for the
     /// answer; it bounds a chain of invocations (see [`crate::continuation`]).
     pub service_timeout: Option<std::time::Duration>,
+    /// Snapshot this DB instance (`SnapshotDbInstance`) or Aurora cluster
+    /// (`SnapshotDbCluster`) before migrating, when migrations are pending.
+    pub snapshot: Option<SnapshotSource>,
 }
 
 /// Where and how to answer CloudFormation: whatever identifiers the event has.
@@ -322,6 +326,43 @@ fn truncate(text: &str, max: usize) -> String {
     }
 }
 
+/// `SnapshotDbInstance` or `SnapshotDbCluster` (an empty value is unset),
+/// each a valid RDS identifier; both at once are refused.
+fn snapshot_source(
+    instance: Option<String>,
+    cluster: Option<String>,
+    problems: &mut Vec<String>,
+) -> Option<SnapshotSource> {
+    let checked =
+        |key: &str, id: String, problems: &mut Vec<String>| match snapshot::check_identifier(
+            &id,
+            snapshot::MAX_SOURCE_ID,
+        ) {
+            Ok(()) => Some(id),
+            Err(e) => {
+                problems.push(format!("property {key}: `{}` is {e}", truncate(&id, 70)));
+                None
+            }
+        };
+    match (
+        instance.filter(|v| !v.is_empty()),
+        cluster.filter(|v| !v.is_empty()),
+    ) {
+        (Some(_), Some(_)) => {
+            problems.push(
+                "properties SnapshotDbInstance and SnapshotDbCluster exclude each other: set the one of the database's kind"
+                    .into(),
+            );
+            None
+        }
+        (Some(id), None) => {
+            checked("SnapshotDbInstance", id, problems).map(SnapshotSource::Instance)
+        }
+        (None, Some(id)) => checked("SnapshotDbCluster", id, problems).map(SnapshotSource::Cluster),
+        (None, None) => None,
+    }
+}
+
 fn parse_properties(name: &str, value: Option<&Value>, problems: &mut Vec<String>) -> Properties {
     let mut props = Properties {
         manage_users: true,
@@ -342,6 +383,8 @@ fn parse_properties(name: &str, value: Option<&Value>, problems: &mut Vec<String
     let manage = text("ManageUsers");
     let phase = text("Phase");
     let service_timeout = text("ServiceTimeout");
+    let instance = text("SnapshotDbInstance");
+    let cluster = text("SnapshotDbCluster");
     props.migrations_hash = hash.filter(|h| !h.is_empty());
     props.target_migration = target.filter(|t| !t.is_empty());
     if let Some(mode) = mode.filter(|m| !m.is_empty()) {
@@ -367,6 +410,7 @@ fn parse_properties(name: &str, value: Option<&Value>, problems: &mut Vec<String
             )),
         }
     }
+    props.snapshot = snapshot_source(instance, cluster, problems);
     if let Some(manage) = manage.filter(|m| !m.is_empty()) {
         if let Some(b) = parse_bool("ManageUsers", &manage, problems) {
             props.manage_users = b;
@@ -833,6 +877,45 @@ mod tests {
                 "property Phase: unknown phase \"cleanup\": expected \"expand\" or \"contract\""
             ),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_snapshot_properties_name_an_instance_or_a_cluster() {
+        let props = |extra: Value| {
+            let mut e = create();
+            for (k, v) in extra.as_object().unwrap() {
+                e["ResourceProperties"][k] = v.clone();
+            }
+            parse(&e)
+        };
+        let source = |r: Result<Request, EventError>| match r.unwrap() {
+            Request::CloudFormation(r) => r.properties.snapshot,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(source(props(json!({}))), None);
+        assert_eq!(source(props(json!({"SnapshotDbInstance": ""}))), None);
+        assert_eq!(
+            source(props(json!({"SnapshotDbInstance": "app-db"}))),
+            Some(SnapshotSource::Instance("app-db".into()))
+        );
+        assert_eq!(
+            source(props(json!({"SnapshotDbCluster": "aurora-1"}))),
+            Some(SnapshotSource::Cluster("aurora-1".into()))
+        );
+        let both = props(json!({"SnapshotDbInstance": "a", "SnapshotDbCluster": "b"})).unwrap_err();
+        assert!(
+            both.to_string()
+                .contains("SnapshotDbInstance and SnapshotDbCluster exclude each other"),
+            "{both}"
+        );
+        assert!(both.reply.is_some(), "FAILED can still be sent");
+        let bad = props(json!({"SnapshotDbCluster": "my_cluster"})).unwrap_err();
+        assert!(
+            bad.to_string().contains(
+                "property SnapshotDbCluster: `my_cluster` is not an RDS identifier (it has characters other than letters"
+            ),
+            "{bad}"
         );
     }
 

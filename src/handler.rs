@@ -68,6 +68,7 @@ struct ProgressState {
     started: Option<Instant>,
     canceller: Option<Canceller>,
     counts: Counts,
+    deadline: Option<Instant>,
 }
 
 /// What the work counted, for the deploy metrics.
@@ -131,6 +132,18 @@ impl Progress {
         } else {
             s.step.clone()
         }
+    }
+
+    /// Sets when the deadline guard stops the work (the handler does, from
+    /// the invocation's budget).
+    pub fn set_deadline(&self, at: Instant) {
+        self.state().deadline = Some(at);
+    }
+
+    /// When the deadline guard stops the work, if the handler said: work
+    /// that waits (a snapshot) ends its wait before it.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.state().deadline
     }
 
     /// Registers the connection whose query a timeout must cancel.
@@ -577,6 +590,7 @@ impl<S: Work> Handler<S> {
         let progress = Progress::default();
         let request_type = request.request_type;
         let (chain, work) = self.chain_for(&request, mode, budget, now_ms());
+        progress.set_deadline(started + work);
         if mode == ResponseMode::Provider && request.continuation.is_some_and(|m| m.done) {
             info!("isComplete: the onEvent call finished the work");
             return Ok(json!({ "IsComplete": true }));

@@ -10,6 +10,7 @@
 //!                 ├─> config    environment, validated once at start (defaults: one home)
 //!                 ├─> secrets   Secrets Manager behind a trait; the RDS secret JSON
 //!                 ├─> db        connecting: TLS, the RDS CA bundle, timeouts, pipelining
+//!                 ├─> snapshot  an RDS snapshot before migrating (opt-in), RDS behind a trait
 //!                 ├─> migrate   embedded set → plan (pure) → runner (PostgreSQL) → report
 //!                 ├─> users     ownership (pure) · role SQL (pure) · credentials protocol · apply
 //!                 ├─> verify    declared schema items and the full catalog vs the database
@@ -18,9 +19,10 @@
 //!            ─> respond    the CloudFormation response (≤ 4096 bytes) and its delivery
 //!            ─> metrics    one CloudWatch EMF record per CloudFormation request
 //! ```
-//! Shared by all: [`pg`] (what PostgreSQL said, SQLSTATEs, quoting),
+//! Shared by all: [`aws`] (what the AWS boundaries share), [`pg`] (what PostgreSQL said, SQLSTATEs, quoting),
 //! [`redacted`] (a string that is never printed), [`duration`], [`error`].
 
+pub mod aws;
 pub mod config;
 pub mod continuation;
 pub mod db;
@@ -38,6 +40,7 @@ pub mod pg;
 pub mod redacted;
 pub mod respond;
 pub mod secrets;
+pub mod snapshot;
 pub mod users;
 pub mod verify;
 pub mod work;

@@ -12,6 +12,7 @@ use db_setup::metrics;
 use db_setup::migrate::MigrationSet;
 use db_setup::respond::Responder;
 use db_setup::secrets::SecretsManager;
+use db_setup::snapshot::RdsSnapshots;
 use db_setup::verify::Spec;
 use db_setup::work::{LiveWork, Unconfigured};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
@@ -83,7 +84,7 @@ fn init_tracing(logs: &LogSettings) {
 /// are parsed on a thread of their own: ready does not wait for them.
 /// What a configured process runs on.
 struct Live {
-    work: LiveWork<SecretsManager>,
+    work: LiveWork<SecretsManager, RdsSnapshots>,
     tls: Tls,
     /// `Some` when deploys may continue in new invocations.
     continuation: Option<(LambdaInvoker, Option<Duration>)>,
@@ -97,6 +98,7 @@ async fn live_setup(config: Config, steps: &mut StartupSteps) -> Result<Live, Se
     steps.done("embedded");
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let secrets = SecretsManager::new(aws_sdk_secretsmanager::Client::new(&aws));
+    let snapshots = RdsSnapshots::new(aws_sdk_rds::Client::new(&aws));
     let continuation = config.continuation.then(|| {
         (
             LambdaInvoker::new(aws_sdk_lambda::Client::new(&aws)),
@@ -120,7 +122,8 @@ async fn live_setup(config: Config, steps: &mut StartupSteps) -> Result<Live, Se
         "ready"
     );
     Ok(Live {
-        work: LiveWork::new(config, secrets, tls.clone(), migrations, spec),
+        work: LiveWork::new(config, secrets, tls.clone(), migrations, spec)
+            .with_snapshots(snapshots),
         tls,
         continuation,
     })

@@ -85,6 +85,11 @@ pub struct Data {
     /// (see [`crate::continuation`]).
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "count")]
     pub invocations: Option<usize>,
+    /// The RDS snapshot taken (and available) before this request's
+    /// migrations ran (`SnapshotDbInstance` / `SnapshotDbCluster`); not sent
+    /// when none was needed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
 }
 
 impl Data {
@@ -452,6 +457,7 @@ mod tests {
             phase: None,
             waits_for_contract: None,
             invocations: None,
+            snapshot: None,
         };
         assert_eq!(
             serde_json::to_value(&data).unwrap(),
@@ -463,6 +469,14 @@ mod tests {
             ..data.clone()
         };
         assert_eq!(serde_json::to_value(&chained).unwrap()["Invocations"], "3");
+        let with_snapshot = Data {
+            snapshot: Some("db-setup-app-r1".into()),
+            ..data
+        };
+        assert_eq!(
+            serde_json::to_value(&with_snapshot).unwrap()["Snapshot"],
+            "db-setup-app-r1"
+        );
         assert_eq!(
             serde_json::to_value(Data::message("nothing was run")).unwrap(),
             json!({"Message": "nothing was run"})

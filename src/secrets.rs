@@ -5,11 +5,9 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::time::Duration;
 
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use serde_json::{Map, Value};
-use tracing::warn;
 
 use crate::redacted::SecretString;
 
@@ -139,7 +137,7 @@ impl SecretsManager {
     pub fn new(client: aws_sdk_secretsmanager::Client) -> Self {
         SecretsManager {
             client,
-            access_denied_retries: 2,
+            access_denied_retries: crate::aws::ACCESS_DENIED_RETRIES,
         }
     }
 
@@ -153,25 +151,17 @@ impl SecretsManager {
         Fut: Future<Output = Result<T, SdkError<E>>>,
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let mut attempt = 0;
-        loop {
-            let error = match f().await {
-                Ok(v) => return Ok(v),
-                Err(e) => classify(id, operation, e),
-            };
-            if matches!(error, SecretsError::AccessDenied { .. })
-                && attempt < self.access_denied_retries
-            {
-                attempt += 1;
-                warn!(
-                    secret = id,
-                    operation, attempt, "access denied, retrying (IAM may still be propagating)"
-                );
-                tokio::time::sleep(Duration::from_secs(attempt.into())).await;
-                continue;
-            }
-            return Err(error);
-        }
+        crate::aws::retry_denied(
+            self.access_denied_retries,
+            |e: &SecretsError| matches!(e, SecretsError::AccessDenied { .. }),
+            id,
+            operation,
+            || {
+                let call = f();
+                async move { call.await.map_err(|e| classify(id, operation, e)) }
+            },
+        )
+        .await
     }
 }
 
@@ -202,8 +192,7 @@ fn classify<E>(id: &str, operation: &'static str, e: SdkError<E>) -> SecretsErro
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let code = e.code().map(str::to_string);
-    match code.as_deref() {
+    match crate::aws::code(&e).as_deref() {
         Some("ResourceNotFoundException") => SecretsError::NotFound {
             id: id.into(),
             operation,
@@ -215,11 +204,7 @@ where
         _ => SecretsError::Service {
             id: id.into(),
             operation,
-            message: match (code, e.message()) {
-                (Some(c), Some(m)) => format!("{c}: {m}"),
-                (Some(c), None) => c,
-                _ => crate::db::error_chain(&e),
-            },
+            message: crate::aws::message(&e),
         },
     }
 }

@@ -1,8 +1,10 @@
 //! The production [`crate::handler::Work`]: reads the admin secret, connects,
-//! and sequences the steps (migrate, then the users step in [`crate::users::apply`]);
-//! the manual actions.
+//! and sequences the steps (an RDS snapshot when asked for and migrations are
+//! pending, migrate, then the users step in [`crate::users::apply`]); the
+//! manual actions.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::{Value, json};
 use tokio_postgres::Client;
@@ -23,10 +25,26 @@ use crate::migrate::{
 use crate::pg::ServerError;
 use crate::respond::Data;
 use crate::secrets::{AWSCURRENT, SecretStore, SecretsError, parse_rds_secret};
+use crate::snapshot::{self, NoSnapshots, SnapshotError, SnapshotSource, SnapshotState, Snapshots};
 use crate::users::apply::{self, Site, UserOutcome};
 use crate::users::credentials;
 use crate::users::database::PgUsers;
 use crate::verify::{self, Spec, catalog};
+
+/// Whether the migrations may start, as far as the snapshot goes.
+enum SnapshotStep {
+    /// No migration to run: no snapshot.
+    NotNeeded,
+    /// The snapshot is available.
+    Ready(String),
+    /// The snapshot is still being created at this invocation's yield point.
+    StillCreating {
+        /// Migrations pending.
+        left: usize,
+        /// Migrations the history holds.
+        before: usize,
+    },
+}
 
 /// The admin connection's target and the admin secret's ARN.
 struct Admin {
@@ -34,10 +52,13 @@ struct Admin {
     secret_arn: String,
 }
 
-/// The production work: Secrets Manager (or any [`SecretStore`]) and PostgreSQL.
-pub struct LiveWork<S: SecretStore> {
+/// The production work: Secrets Manager (or any [`SecretStore`]), PostgreSQL
+/// and, for the snapshot before migrating, RDS (any [`Snapshots`]; none
+/// until [`LiveWork::with_snapshots`]).
+pub struct LiveWork<S: SecretStore, R: Snapshots = NoSnapshots> {
     config: Config,
     secrets: S,
+    snapshots: R,
     tls: Tls,
     migrations: MigrationSet,
     spec: Spec,
@@ -49,9 +70,25 @@ impl<S: SecretStore + 'static> LiveWork<S> {
         LiveWork {
             config,
             secrets,
+            snapshots: NoSnapshots,
             tls,
             migrations,
             spec,
+        }
+    }
+}
+
+impl<S: SecretStore + 'static, R: Snapshots + 'static> LiveWork<S, R> {
+    /// The same work with RDS `snapshots` (a request with
+    /// `SnapshotDbInstance` or `SnapshotDbCluster` needs it).
+    pub fn with_snapshots<T: Snapshots>(self, snapshots: T) -> LiveWork<S, T> {
+        LiveWork {
+            config: self.config,
+            secrets: self.secrets,
+            snapshots,
+            tls: self.tls,
+            migrations: self.migrations,
+            spec: self.spec,
         }
     }
 
@@ -185,6 +222,75 @@ impl<S: SecretStore + 'static> LiveWork<S> {
         .await?)
     }
 
+    /// The snapshot before migrating, when this run has migrations to run
+    /// (the status's plan, cut to the request's phase and target): found
+    /// (a retry of the same request) or started, then waited for until
+    /// shortly before the work's deadline. Returns its name, or `None` when
+    /// nothing is pending.
+    async fn snapshot_if_pending(
+        &self,
+        request: &CfnRequest,
+        source: &SnapshotSource,
+        client: &Client,
+        options: &RunOptions,
+        chain: &Chain,
+        progress: &Progress,
+    ) -> Result<SnapshotStep, SetupError> {
+        progress.step("planning (is a snapshot needed?)");
+        let status = Migrator::new(client, options.clone())
+            .status(&self.migrations)
+            .await?;
+        if !snapshot::wanted(status.plan.as_deref()) {
+            info!(database = %source, "no migration to run: no snapshot taken");
+            return Ok(SnapshotStep::NotNeeded);
+        }
+        let (pending, applied_before) = (status.pending.len(), status.applied.len());
+        let id = snapshot::snapshot_id(&request.reply.stack_id, &request.reply.request_id);
+        progress.step(format!("snapshotting {source} as {id}"));
+        let started = snapshot::start(&self.snapshots, source, &id).await?;
+        progress.step(format!("waiting for snapshot {id} to be available"));
+        let waiting = Instant::now();
+        let deadline = progress
+            .deadline()
+            .map(|d| {
+                d.checked_sub(crate::defaults::SNAPSHOT_WAIT_MARGIN)
+                    .unwrap_or(d)
+            })
+            .unwrap_or_else(|| waiting + self.config.time_budget);
+        // In a chain, the wait ends at the yield point: the next invocation
+        // finds the same snapshot (its name is the request's) and waits on.
+        let until = chain.yield_at.map_or(deadline, |at| at.min(deadline));
+        match snapshot::wait_available(
+            &self.snapshots,
+            source,
+            &id,
+            self.config.snapshot_poll,
+            until,
+        )
+        .await?
+        {
+            SnapshotState::Available => {
+                info!(snapshot = %id, database = %source, reused = started.reused, "snapshot available: migrating");
+                Ok(SnapshotStep::Ready(id))
+            }
+            SnapshotState::StillCreating { id, status } if chain.yield_at.is_some() => {
+                info!(snapshot = %id, database = %source, status = %status,
+                      "the snapshot is not available yet: the next invocation waits on");
+                Ok(SnapshotStep::StillCreating {
+                    left: pending,
+                    before: applied_before,
+                })
+            }
+            SnapshotState::StillCreating { id, status } => Err(SnapshotError::StillCreating {
+                database: source.clone(),
+                snapshot: id,
+                status,
+                waited: waiting.elapsed(),
+            }
+            .into()),
+        }
+    }
+
     /// Create/Update. On an Update that carries another set's MigrationsHash
     /// (new code, old template: a rollback), or that finds the database ahead
     /// of this code (old code, after newer migrations), nothing is run:
@@ -275,10 +381,6 @@ impl<S: SecretStore + 'static> LiveWork<S> {
     ) -> Result<Deployed, SetupError> {
         let is_update = request.request_type == RequestType::Update;
         let phase = request.properties.phase;
-        progress.step(match phase {
-            Some(p) => format!("migrating ({p} phase)"),
-            None => "migrating".to_string(),
-        });
         let options = RunOptions {
             yield_at: chain.yield_at,
             ..self.phase_options(
@@ -287,6 +389,29 @@ impl<S: SecretStore + 'static> LiveWork<S> {
                 phase,
             )
         };
+        let snapshot = match &request.properties.snapshot {
+            Some(source) => {
+                match self
+                    .snapshot_if_pending(request, source, client, &options, chain, progress)
+                    .await?
+                {
+                    SnapshotStep::NotNeeded => None,
+                    SnapshotStep::Ready(id) => Some(id),
+                    SnapshotStep::StillCreating { left, before } => {
+                        return Ok(Deployed::Continue {
+                            applied: Vec::new(),
+                            left,
+                            before: chain.before.unwrap_or(before),
+                        });
+                    }
+                }
+            }
+            None => None,
+        };
+        progress.step(match phase {
+            Some(p) => format!("migrating ({p} phase)"),
+            None => "migrating".to_string(),
+        });
         let report = match Migrator::new(client, options)
             .migrate(&self.migrations)
             .await
@@ -323,6 +448,7 @@ impl<S: SecretStore + 'static> LiveWork<S> {
             waits_for_contract: phase.map(|_| report.waits_for_contract.join(",")),
             invocations: (chain.record && chain.sequence > 0)
                 .then_some(chain.sequence as usize + 1),
+            snapshot,
             ..Data::default()
         };
         if request.properties.manage_users {
@@ -467,7 +593,7 @@ impl<S: SecretStore + 'static> LiveWork<S> {
     }
 }
 
-impl<S: SecretStore + 'static> Work for LiveWork<S> {
+impl<S: SecretStore + 'static, R: Snapshots + 'static> Work for LiveWork<S, R> {
     fn deploy(
         &self,
         request: CfnRequest,

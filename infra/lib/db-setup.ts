@@ -265,6 +265,18 @@ export interface DbSetupProps {
   /** `ManageUsers` property: `false` skips the users step. @default true */
   readonly manageUsers?: boolean;
   /**
+   * Take a manual RDS snapshot of `database` before migrating, when the deploy (its phase)
+   * has migrations to run; never on a deploy with nothing pending. `database` must be an
+   * `rds.DatabaseInstance` (a DB snapshot, `SnapshotDbInstance` property) or an
+   * `rds.DatabaseCluster` (an Aurora cluster snapshot, `SnapshotDbCluster`), created here or
+   * imported. The snapshot is named `db-setup-<stack>-<request id>` ({@link snapshotPrefix}),
+   * the function waits until it is available, then migrates; `Data.Snapshot` names it. The
+   * function's role gets the RDS permissions for exactly that instance or cluster and those
+   * snapshot names (none without this option). See docs/snapshots.md.
+   * @default false
+   */
+  readonly snapshotBeforeMigrate?: boolean;
+  /**
    * CloudWatch namespace of the deploy metrics the function emits (Embedded Metric Format,
    * one record per CloudFormation request, by stack and request type).
    * @default 'DbSetup'
@@ -581,6 +593,7 @@ export class DbSetup extends Construct {
       ...(props.transactionMode !== undefined && { TransactionMode: props.transactionMode }),
       ...(props.targetMigration !== undefined && { TargetMigration: props.targetMigration }),
       ...(props.manageUsers !== undefined && { ManageUsers: String(props.manageUsers) }),
+      ...(props.snapshotBeforeMigrate === true && this.grantSnapshots(props.database)),
     };
 
     let serviceToken = this.function.functionArn;
@@ -901,6 +914,57 @@ export class DbSetup extends Construct {
     }
   }
 
+  /**
+   * The snapshot before migrating: the property naming the instance or cluster, and the
+   * function's RDS permissions on exactly it and on this stack's snapshot names:
+   * `rds:CreateDB[Cluster]Snapshot` and `rds:DescribeDB[Cluster]Snapshots` on both, and
+   * `rds:AddTagsToResource` on the snapshots only (an instance or cluster with
+   * `copyTagsToSnapshot`, CDK's default, tags its snapshots in the caller's name).
+   */
+  private grantSnapshots(database: ec2.IConnectable): Record<string, string> {
+    const db = database as { instanceIdentifier?: string; clusterIdentifier?: string };
+    const stack = Stack.of(this);
+    const prefix = Token.isUnresolved(stack.stackName) ? SNAPSHOT_PREFIX : snapshotPrefix(stack.stackName);
+    const arn = (resource: string, resourceName: string) =>
+      stack.formatArn({ service: 'rds', resource, resourceName, arnFormat: ArnFormat.COLON_RESOURCE_NAME });
+    let kind: { property: string; source: string; snapshot: string; create: string; describe: string };
+    if ('instanceIdentifier' in db && db.instanceIdentifier !== undefined) {
+      kind = {
+        property: 'SnapshotDbInstance',
+        source: arn('db', db.instanceIdentifier),
+        snapshot: arn('snapshot', `${prefix}-*`),
+        create: 'rds:CreateDBSnapshot',
+        describe: 'rds:DescribeDBSnapshots',
+      };
+    } else if ('clusterIdentifier' in db && db.clusterIdentifier !== undefined) {
+      kind = {
+        property: 'SnapshotDbCluster',
+        source: arn('cluster', db.clusterIdentifier),
+        snapshot: arn('cluster-snapshot', `${prefix}-*`),
+        create: 'rds:CreateDBClusterSnapshot',
+        describe: 'rds:DescribeDBClusterSnapshots',
+      };
+    } else {
+      throw new Error(
+        'DbSetup: snapshotBeforeMigrate needs `database` to be an rds.DatabaseInstance or rds.DatabaseCluster ' +
+          '(created in this app or imported): the function snapshots that instance or cluster',
+      );
+    }
+    this.function.addToRolePolicy(
+      new iam.PolicyStatement({ actions: [kind.create, kind.describe], resources: [kind.source, kind.snapshot] }),
+    );
+    this.function.addToRolePolicy(new iam.PolicyStatement({ actions: ['rds:AddTagsToResource'], resources: [kind.snapshot] }));
+    const flat = stack.resolve(kind.snapshot) as unknown;
+    Validations.of(this.function).acknowledge({
+      id: `AwsSolutions-IAM5[Resource::${nagResource(flat)}]`,
+      reason:
+        'Snapshots are named db-setup-<stack>-<CloudFormation request id> when a deploy runs: the request id is not ' +
+        "known at synth time, so the ARN ends in a wildcard after this stack's prefix.",
+    });
+    const identifier = 'instanceIdentifier' in db ? db.instanceIdentifier : db.clusterIdentifier;
+    return { [kind.property]: identifier as string };
+  }
+
   private grantSecrets(adminSecret: secretsmanager.ISecret, users: AppUser[]): void {
     const arn = (s: secretsmanager.ISecret) => s.secretFullArn ?? `${s.secretArn}-??????`;
     const userSecrets = passwordUsers(users).map((u) => u.secret);
@@ -956,6 +1020,36 @@ export class DbSetup extends Construct {
  * read by duck typing (the database prop is any `ec2.IConnectable`); undefined for anything
  * else, and for an imported database given without it.
  */
+/** The start of every snapshot name the function takes (see {@link snapshotPrefix}). */
+export const SNAPSHOT_PREFIX = 'db-setup';
+
+/**
+ * The part of the function's snapshot names (`<prefix>-<request id>`) that a stack's name
+ * fixes, as the function builds it (src/snapshot.rs): `db-setup-<stack name>`, lowercased,
+ * each run of other characters than letters and digits one hyphen, at most 128 characters.
+ */
+export function snapshotPrefix(stackName: string): string {
+  const stack = stackName
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-+/, '')
+    .slice(0, 128)
+    .replace(/-+$/, '');
+  return stack === '' ? SNAPSHOT_PREFIX : `${SNAPSHOT_PREFIX}-${stack}`;
+}
+
+/**
+ * A resolved template value as cdk-nag writes it in a finding's id: `{Ref: X}` as `<X>`,
+ * `Fn::Join` joined.
+ */
+function nagResource(value: unknown): string {
+  if (typeof value === 'string') return value;
+  const v = value as Record<string, any>;
+  if (v.Ref !== undefined) return `<${v.Ref}>`;
+  if (v['Fn::Join'] !== undefined) return (v['Fn::Join'][1] as unknown[]).map(nagResource).join(v['Fn::Join'][0]);
+  return JSON.stringify(value);
+}
+
 function resourceIdOf(database: ec2.IConnectable): string | undefined {
   const db = database as { instanceResourceId?: string; clusterResourceIdentifier?: string };
   if ('instanceResourceId' in db) {

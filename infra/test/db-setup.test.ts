@@ -4,7 +4,7 @@ import { cpSync, mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
-import { Duration, Stack, Validations } from 'aws-cdk-lib';
+import { Duration, NestedStack, Stack, Validations } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -22,10 +22,12 @@ import {
   hashMigrations,
   PACKAGE_HASH_FILE,
   packagedCode,
+  snapshotPrefix,
 } from '../lib/db-setup';
 import {
   actions,
   allStatements,
+  cfnLint,
   FIXTURE_CODE_DIR,
   fixtureCode,
   flatten,
@@ -508,6 +510,144 @@ describe('DbSetup.grantConnect (IAM database authentication)', () => {
     }
     const noId = withUsers(() => [{ username: 'app_iam', role: 'readonly', auth: 'iam' }]);
     assert.throws(() => noId.dbSetup.grantConnect(role, 'app_iam'), /needs the database resource id: pass an rds.DatabaseInstance/);
+  });
+});
+
+describe('snapshotBeforeMigrate', () => {
+  /** A DbSetup on an instance or an Aurora cluster of its own, with snapshotBeforeMigrate. */
+  function snapshotted(kind: 'instance' | 'cluster', opts: { nag?: boolean; snapshot?: boolean } = {}) {
+    const stack = new Stack(newApp({ nag: opts.nag ?? false }), 'Host');
+    const vpc = new ec2.Vpc(stack, 'Vpc', {
+      natGateways: 0,
+      subnetConfiguration: [{ name: 'db', subnetType: ec2.SubnetType.PRIVATE_ISOLATED }],
+    });
+    const vpcSubnets = { subnetType: ec2.SubnetType.PRIVATE_ISOLATED };
+    const database =
+      kind === 'instance'
+        ? new rds.DatabaseInstance(stack, 'Db', {
+            engine: rds.DatabaseInstanceEngine.postgres({ version: rds.PostgresEngineVersion.VER_16_13 }),
+            vpc,
+            vpcSubnets,
+            storageEncrypted: true,
+          })
+        : new rds.DatabaseCluster(stack, 'Db', {
+            engine: rds.DatabaseClusterEngine.auroraPostgres({ version: rds.AuroraPostgresEngineVersion.VER_16_9 }),
+            writer: rds.ClusterInstance.serverlessV2('Writer'),
+            vpc,
+            vpcSubnets,
+            storageEncrypted: true,
+          });
+    const dbSetup = new DbSetup(stack, 'Setup', {
+      code: fixtureCode(),
+      vpc,
+      database,
+      adminSecret: database.secret!,
+      snapshotBeforeMigrate: opts.snapshot ?? true,
+    });
+    return { stack, database, dbSetup };
+  }
+
+  /** The function role's statements that name an rds: action. */
+  const rdsStatements = (stack: Stack) =>
+    allStatements(resourcesOf(stack))
+      .filter((s) => actions(s).some((a) => a.startsWith('rds:')))
+      .map((s) => ({ actions: actions(s).sort(), resources: resources(s).sort() }));
+
+  const properties = (stack: Stack) =>
+    (Object.values(Template.fromStack(stack).findResources('Custom::DbSetup'))[0] as any).Properties;
+
+  it('names the instance and grants snapshots of exactly it, under this stack\'s snapshot names', () => {
+    const { stack } = snapshotted('instance');
+    const dbId = stack.getLogicalId(stack.node.findChild('Db').node.defaultChild as any);
+    assert.deepEqual(properties(stack).SnapshotDbInstance, { Ref: dbId });
+    assert.equal(properties(stack).SnapshotDbCluster, undefined);
+    const arn = 'arn:<AWS::Partition>:rds:<AWS::Region>:<AWS::AccountId>';
+    assert.deepEqual(rdsStatements(stack), [
+      {
+        actions: ['rds:CreateDBSnapshot', 'rds:DescribeDBSnapshots'],
+        resources: [`${arn}:db:<${dbId}>`, `${arn}:snapshot:db-setup-host-*`],
+      },
+      { actions: ['rds:AddTagsToResource'], resources: [`${arn}:snapshot:db-setup-host-*`] },
+    ]);
+  });
+
+  it('names the Aurora cluster and grants cluster snapshots of exactly it', () => {
+    const { stack } = snapshotted('cluster');
+    const dbId = stack.getLogicalId(stack.node.findChild('Db').node.defaultChild as any);
+    assert.deepEqual(properties(stack).SnapshotDbCluster, { Ref: dbId });
+    assert.equal(properties(stack).SnapshotDbInstance, undefined);
+    const arn = 'arn:<AWS::Partition>:rds:<AWS::Region>:<AWS::AccountId>';
+    assert.deepEqual(rdsStatements(stack), [
+      {
+        actions: ['rds:CreateDBClusterSnapshot', 'rds:DescribeDBClusterSnapshots'],
+        resources: [`${arn}:cluster-snapshot:db-setup-host-*`, `${arn}:cluster:<${dbId}>`],
+      },
+      { actions: ['rds:AddTagsToResource'], resources: [`${arn}:cluster-snapshot:db-setup-host-*`] },
+    ]);
+  });
+
+  it('grants no RDS permission and sends no snapshot property without the option', () => {
+    for (const kind of ['instance', 'cluster'] as const) {
+      const { stack } = snapshotted(kind, { snapshot: false });
+      assert.deepEqual(rdsStatements(stack), [], kind);
+      const props = properties(stack);
+      assert.equal(props.SnapshotDbInstance, undefined, kind);
+      assert.equal(props.SnapshotDbCluster, undefined, kind);
+    }
+    const { template } = build();
+    assert.ok(!allStatements(template.toJSON().Resources).some((s) => actions(s).some((a) => a.startsWith('rds:'))));
+  });
+
+  it('the contract phase snapshots too (its own request, when it has migrations to run)', () => {
+    const { stack, dbSetup } = snapshotted('instance');
+    dbSetup.runContractAfter(new sns.Topic(stack, 'App'));
+    const contract = Object.values(Template.fromStack(stack).findResources('Custom::DbSetupContract'))[0] as any;
+    assert.deepEqual(contract.Properties.SnapshotDbInstance, properties(stack).SnapshotDbInstance);
+  });
+
+  it('falls back to db-setup-* when the stack name is a token (a nested stack)', () => {
+    const parent = new Stack(newApp({ nag: false }), 'Parent');
+    const nested = new NestedStack(parent, 'Nested');
+    const vpc = new ec2.Vpc(nested, 'Vpc', {
+      natGateways: 0,
+      subnetConfiguration: [{ name: 'db', subnetType: ec2.SubnetType.PRIVATE_ISOLATED }],
+    });
+    const db = new rds.DatabaseInstance(nested, 'Db', {
+      engine: rds.DatabaseInstanceEngine.postgres({ version: rds.PostgresEngineVersion.VER_16_13 }),
+      vpc,
+      vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_ISOLATED },
+      storageEncrypted: true,
+    });
+    new DbSetup(nested, 'Setup', { code: fixtureCode(), vpc, database: db, adminSecret: db.secret!, snapshotBeforeMigrate: true });
+    const snapshots = rdsStatements(nested).flatMap((s) => s.resources).filter((r) => r.includes(':snapshot:'));
+    assert.ok(snapshots.length > 0);
+    for (const r of snapshots) {
+      assert.match(r, /:snapshot:db-setup-\*$/);
+    }
+  });
+
+  it('refuses a database that is neither an instance nor a cluster', () => {
+    assert.throws(() => build({ snapshotBeforeMigrate: true }), /snapshotBeforeMigrate needs `database` to be an rds.DatabaseInstance or rds.DatabaseCluster/);
+  });
+
+  it('is cdk-nag clean (the snapshot names\' wildcard acknowledged with its reason) and passes cfn-lint', () => {
+    for (const kind of ['instance', 'cluster'] as const) {
+      const { stack } = snapshotted(kind, { nag: true });
+      // The database itself is the test's, not the construct's: only the construct's findings count.
+      const ours = nagViolations(stack).filter((v) => v.includes('/Setup/'));
+      assert.deepEqual(ours, [], kind);
+      const lint = cfnLint(snapshotted(kind).stack);
+      assert.equal(lint.status, 0, `${kind}: ${lint.output}`);
+    }
+  });
+
+  it('builds the snapshot names\' prefix as the function does', () => {
+    // The same cases as src/snapshot.rs's unit tests.
+    assert.equal(snapshotPrefix('MyApp-Prod'), 'db-setup-myapp-prod');
+    assert.equal(snapshotPrefix('a--b-'), 'db-setup-a-b');
+    assert.equal(snapshotPrefix('test'), 'db-setup-test');
+    assert.equal(snapshotPrefix(''), 'db-setup');
+    assert.equal(snapshotPrefix('x'.repeat(200)), `db-setup-${'x'.repeat(128)}`);
   });
 });
 

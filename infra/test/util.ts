@@ -1,4 +1,6 @@
-import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { App, type Stack, Validations } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
@@ -81,5 +83,25 @@ export function nagViolations(stack: Stack): string[] {
     return json.pluginReports.flatMap((p: any) =>
       p.violations.flatMap((v: any) => v.violatingConstructs.map((c: any) => `${v.ruleName} ${c.constructPath}`)),
     );
+  }
+}
+
+/**
+ * cfn-lint's findings on the stack's template (W3005, a redundant DependsOn CDK writes, is
+ * ignored as in `npm run test:cfn-lint`): fails when cfn-lint cannot run.
+ */
+export function cfnLint(stack: Stack): { status: number | null; output: string } {
+  const dir = mkdtempSync(path.join(tmpdir(), 'cfn-lint-'));
+  try {
+    const file = path.join(dir, `${stack.stackName}.template.json`);
+    writeFileSync(file, JSON.stringify(Template.fromStack(stack).toJSON()));
+    const lint = process.env.CFN_LINT ?? path.join(__dirname, '..', '..', '.venv', 'bin', 'cfn-lint');
+    const out = spawnSync(lint, ['--ignore-checks', 'W3005', '--', file], { encoding: 'utf8' });
+    if (out.error !== undefined) {
+      throw new Error(`cfn-lint not runnable at ${lint}: ${out.error.message}`);
+    }
+    return { status: out.status, output: out.stdout + out.stderr };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 }

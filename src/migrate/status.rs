@@ -6,9 +6,28 @@ use super::error::MigrateError;
 use super::foreign;
 use super::lock;
 use super::maintain::RepairHint;
-use super::plan::{self, Step, steps};
+use super::options::TransactionMode;
+use super::plan::{self, Plan, Step, steps};
 use super::report::{BreakingAllowed, PendingMigration, PlannedStep, StatusReport, StepKind};
 use super::runner::Migrator;
+
+/// The steps a migrate would run for `plan` (already cut to its phase), as
+/// the status and plan reports name them.
+pub fn planned_steps(plan: &Plan<'_>, mode: TransactionMode) -> Vec<PlannedStep> {
+    steps(&plan.to_run, mode)
+        .into_iter()
+        .map(|s| match s {
+            Step::Transaction(ms) => PlannedStep {
+                kind: StepKind::Transaction,
+                migrations: ms.iter().map(|m| m.name.clone()).collect(),
+            },
+            Step::NoTransaction(m) => PlannedStep {
+                kind: StepKind::NoTransaction,
+                migrations: vec![m.name.clone()],
+            },
+        })
+        .collect()
+}
 
 impl Migrator<'_> {
     /// Reads the state of the database against `set`: history, pending,
@@ -37,19 +56,7 @@ impl Migrator<'_> {
             match plan::plan(&applied, set.migrations(), self.options.up_to.as_deref()) {
                 Ok(p) => {
                     let p = p.in_phase(self.options.phase);
-                    let planned = steps(&p.to_run, self.options.mode)
-                        .into_iter()
-                        .map(|s| match s {
-                            Step::Transaction(ms) => PlannedStep {
-                                kind: StepKind::Transaction,
-                                migrations: ms.iter().map(|m| m.name.clone()).collect(),
-                            },
-                            Step::NoTransaction(m) => PlannedStep {
-                                kind: StepKind::NoTransaction,
-                                migrations: vec![m.name.clone()],
-                            },
-                        })
-                        .collect();
+                    let planned = planned_steps(&p, self.options.mode);
                     (
                         Vec::new(),
                         Some(planned),

@@ -20,16 +20,16 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
 
-type Body = Full<Bytes>;
+pub type Body = Full<Bytes>;
 
-fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+pub fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     r
 }
 
 /// Serves `handle` on a free loopback port until the test ends.
-async fn serve<F, Fut>(handle: F) -> SocketAddr
+pub async fn serve<F, Fut>(handle: F) -> SocketAddr
 where
     F: Fn(Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
@@ -56,7 +56,9 @@ where
     addr
 }
 
-async fn body_bytes(req: Request<hyper::body::Incoming>) -> (hyper::http::request::Parts, Bytes) {
+pub async fn body_bytes(
+    req: Request<hyper::body::Incoming>,
+) -> (hyper::http::request::Parts, Bytes) {
     let (parts, body) = req.into_parts();
     let bytes = body
         .collect()
