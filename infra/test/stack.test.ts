@@ -9,7 +9,7 @@ import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { DatabaseStack } from '../lib/database-stack';
 import { DEFAULT_MIGRATIONS_DIR, hashMigrations, REPO_ROOT } from '../lib/db-setup';
-import { actions, allStatements, fixtureCode, flatten, nagViolations, newApp, resources } from './util';
+import { actions, allStatements, egressRules, fixtureCode, flatten, nagViolations, newApp, resources } from './util';
 
 function synth(responseMode: 'direct' | 'provider' = 'direct') {
   const app = newApp();
@@ -85,6 +85,21 @@ describe('network', () => {
       SecurityGroupIngress: Match.absent(),
     });
   });
+
+  for (const [mode, synthesized] of [['direct', direct], ['provider', provider]] as const) {
+    it(`lets the function out to the database, the endpoint and (direct mode) S3 only, the rotation functions to the first two (${mode} mode)`, () => {
+      const { stack, res, id } = synthesized;
+      const sg = (g: ec2.ISecurityGroup) => `<${id(g)}.GroupId>`;
+      const endpointSg = Object.keys(res).find((k) => k.startsWith('VpcSecretsManagerSecurityGroup') && res[k].Type === 'AWS::EC2::SecurityGroup')!;
+      const dbSg = sg(stack.database.connections.securityGroups[0]);
+      const lookups = Object.keys(res).filter((k) => res[k].Type === 'Custom::AWS');
+      const s3 = mode === 'direct' ? [`<${lookups[0]}.PrefixLists.0.PrefixListId> tcp:443-443`] : [];
+      assert.equal(lookups.length, s3.length);
+      const both = [`${dbSg} tcp:5432-5432`, `<${endpointSg}.GroupId> tcp:443-443`];
+      assert.deepEqual(egressRules(res, id(stack.dbSetup.securityGroup)), [...both, ...s3].sort());
+      assert.deepEqual(egressRules(res, id(stack.dbSetup.rotationSecurityGroup!)), both.sort());
+    });
+  }
 });
 
 describe('database', () => {
@@ -301,7 +316,13 @@ describe('rotation and IAM users', () => {
       assert.equal(schedules.length, 1);
       const [schedule] = schedules;
       const crId = Object.keys(m.res).find((k) => m.res[k].Type === 'Custom::DbSetup');
-      assert.deepEqual(schedule.DependsOn, [crId]);
+      // ... and after the rotation functions' egress rules: to the database, and to the endpoint.
+      const groupId = m.id(m.stack.dbSetup.rotationSecurityGroup!);
+      const egress = Object.keys(m.res).filter(
+        (k) => m.res[k].Type === 'AWS::EC2::SecurityGroupEgress' && flatten(m.res[k].Properties.GroupId) === `<${groupId}.GroupId>`,
+      );
+      assert.equal(egress.length, 2);
+      assert.deepEqual([...schedule.DependsOn].sort(), [crId, groupId, ...egress].sort());
       assert.equal(flatten(schedule.Properties.SecretId), `<${m.id(m.stack.userSecrets.app_rw)}>`);
       const hosted = schedule.Properties.HostedRotationLambda;
       assert.equal(hosted.RotationType, 'PostgreSQLMultiUser');
