@@ -718,6 +718,7 @@ describe('DbSetup egress: the function reaches only the database, Secrets Manage
     assert.deepEqual(e.fn, [`${e.db} tcp:6432-6432`, `${e.ep} tcp:443-443`, 'pl-63a5400a tcp:443-443'].sort());
     // The id is given: nothing is looked up.
     assert.equal(Object.values(e.res).filter((r) => r.Type === 'Custom::AWS').length, 0);
+    assert.throws(() => egress({ s3PrefixListId: 'com.amazonaws.us-east-1.s3' }), /s3PrefixListId must be a prefix list id \(pl-\.\.\.\)/);
   });
 
   it('direct mode without s3PrefixListId: the S3 prefix list of the stack\'s region, looked up at deploy time', () => {
