@@ -21,7 +21,7 @@ interop_stamp := tests/interop/node_modules/.installed
 infra_stamp := infra/node_modules/.installed
 pg15 := /usr/lib/postgresql/15/bin/postgres
 
-.PHONY: help setup test test-harness test-rust test-local-loop lint lint-sql test-infra demo up down watch invoke package synth diff deploy bench certs clean migration bench-insight catalog bench-fleet
+.PHONY: help setup test test-harness test-rust test-local-loop lint lint-sql test-infra demo demo-phases up down watch invoke package synth diff deploy bench certs clean migration bench-insight catalog bench-fleet
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -64,10 +64,15 @@ test-rust: setup ## Unit and integration tests against real PostgreSQL 16, Postg
 	  printf "secret scan: %d scans, %d secrets (passwords, ResponseURL queries and signatures, SCRAM verifiers) looked for in %d bytes the function printed, returned or PUT: none found\n", s, p, b}' \
 	  target/secret-scan.log
 
-test-local-loop: setup ## The local loop end to end: the function under cargo lambda watch (make demo)
+test-local-loop: setup ## The local loop end to end: the function under cargo lambda watch (make demo), two phases
 	@mkdir -p target
 	@$(VENV)/bin/python scripts/local.py demo > target/demo.log 2>&1 || { cat target/demo.log; exit 1; }
-	@grep -q '"Status": "SUCCESS"' target/demo.log && echo "local loop: make demo passed (log: target/demo.log)"
+	@grep -q '"Status": "SUCCESS"' target/demo.log && grep -q '^==> two-phase deploy: the old application worked' target/demo.log \
+	  && echo "local loop: make demo passed, its two-phase section too (log: target/demo.log)"
+	@# The two-phase section is a check: each broken migration set of tests/fixtures/two-phase must fail it.
+	@$(VENV)/bin/python scripts/local.py demo-phases --self-check > target/demo-phases.log 2>&1 || { cat target/demo-phases.log; exit 1; }
+	@grep -q '^==> two-phase self-check: all' target/demo-phases.log \
+	  && echo "local loop: the two-phase section refused every broken migration set (log: target/demo-phases.log)"
 
 lint-sql: setup ## squawk over migrations/
 	squawk --config .squawk.toml migrations/*.sql
@@ -75,8 +80,11 @@ lint-sql: setup ## squawk over migrations/
 test-infra: setup ## The CDK app's tests (assertions, cdk-nag, synth, cfn-lint)
 	@if [ -f infra/package.json ]; then npm --prefix infra test; else echo "no infra/ yet"; fi
 
-demo: setup ## The whole flow locally: PostgreSQL + moto, the function under cargo lambda, a Create and an Update
+demo: setup ## The whole flow locally: PostgreSQL + moto, the function under cargo lambda, a Create and an Update, two phases
 	$(VENV)/bin/python scripts/local.py demo
+
+demo-phases: setup ## The two-phase deploy alone: an old application works until the contract step (examples/two-phase)
+	$(VENV)/bin/python scripts/local.py demo-phases
 
 up: setup ## Start the local environment for `make watch` (PostgreSQL + pgvector, moto, a response receiver)
 	$(VENV)/bin/python scripts/local.py up

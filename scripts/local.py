@@ -7,6 +7,13 @@ receiver standing in for CloudFormation's pre-signed response URL.
   local.py env       print the function's environment as shell exports (for `cargo lambda watch`)
   local.py down      stop them
   local.py demo      the whole flow end to end, in a directory of its own, then stop
+                     (its last section is the two-phase deploy below)
+  local.py demo-phases [--migrations DIR | --self-check]
+                     the two-phase deploy alone, on a PostgreSQL of its own: an "old
+                     application" keeps working after the expand step and stops only after
+                     the contract step, the "new application" works from the expand step on
+                     (examples/two-phase; --migrations: another migration set, same apps;
+                     --self-check: each broken set of tests/fixtures/two-phase must fail)
 
 Run it with the project's virtualenv Python (the Makefile does): it uses boto3,
 which moto brings.
@@ -36,6 +43,10 @@ LOCAL = Path(tempfile.gettempdir()) / f"db-setup-local-{os.getuid()}"
 RECEIVER_PORT = int(os.environ.get("LOCAL_RECEIVER_PORT", "9002"))
 INVOKE_PORT = int(os.environ.get("LOCAL_INVOKE_PORT", "9009"))
 DBNAME = "app"
+# The two-phase deploy section: a migration set of its own (not the product's migrations/),
+# the old and new application's queries, and a fresh database of the demo's server.
+TWO_PHASE = ROOT / "examples" / "two-phase"
+PHASES_DBNAME = "two_phase"
 ADMIN_SECRET = "db-setup/local/admin"
 USER_SECRET = "db-setup/local/app_rw"
 USERNAME = "app_rw"
@@ -222,6 +233,11 @@ def cmd_demo():
         say("troubleshooting: {\"action\": \"verify\"}")
         report = invoke({"action": "verify"}, invoke_port)
         print(f"  ok={report['ok']} present={report['present']} missing={report['missing']} different={report['different']}")
+
+        try:
+            phases_section(env, build_cli())
+        except PhasesFailed as e:
+            sys.exit(f"two-phase deploy: FAILED: {e}")
         say(f"done; the function's log is kept in {kept_log.relative_to(ROOT)}")
     finally:
         if watch:
@@ -234,11 +250,146 @@ def cmd_demo():
         stop_environment(state)
 
 
+# --- the two-phase deploy -------------------------------------------------------------
+
+class PhasesFailed(Exception):
+    """The two-phase section saw what a two-phase deploy must prevent (or must do)."""
+
+
+def app_queries(name):
+    """One query per line of examples/two-phase/NAME (blank lines and `--` comments skipped)."""
+    lines = (TWO_PHASE / name).read_text().splitlines()
+    queries = [q.strip() for q in lines if q.strip() and not q.strip().startswith("--")]
+    if not queries:
+        raise PhasesFailed(f"examples/two-phase/{name} holds no query: an application without queries proves nothing")
+    return queries
+
+
+def run_app(psql, url, queries):
+    """Runs each query in a transaction that is rolled back; None, or the first error."""
+    for query in queries:
+        out = subprocess.run([str(psql), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url,
+                              "-c", "BEGIN", "-c", query, "-c", "ROLLBACK"],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            lines = out.stderr.splitlines()
+            error = next((line[line.find("ERROR:"):] for line in lines if "ERROR:" in line), out.stderr)
+            return f"{query}: {' '.join(error.split())}"
+    return None
+
+
+def cli_migrate(cli, url, migrations, *options):
+    """`db-setup-cli migrate --dir MIGRATIONS OPTIONS...`: its run report."""
+    out = subprocess.run([str(cli), "migrate", "--database-url", f"{url}?sslmode=disable", "--dir", str(migrations),
+                          *options], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise PhasesFailed(f"db-setup-cli migrate {' '.join(options)} failed:\n{out.stderr.strip()}")
+    return json.loads(out.stdout)
+
+
+def build_cli():
+    """The debug db-setup-cli (built if needed, as `cargo build` does it)."""
+    subprocess.run(["cargo", "build", "--quiet", "--locked", "--bin", "db-setup-cli"], cwd=ROOT, check=True)
+    return ROOT / "target" / "debug" / "db-setup-cli"
+
+
+def phases_section(env, cli, migrations=TWO_PHASE / "migrations", dbname=PHASES_DBNAME):
+    """The two-phase deploy on a fresh database `dbname` of the demo's server, checked: raises
+    PhasesFailed when the old application breaks after the expand step, or still works after
+    the contract step, or the new application does not work after the expand step (or after
+    the contract step). Release 1 is the first migration of the set."""
+    psql = Path(env["DB_SETUP_TEST_PG_BIN"]) / "psql"
+    admin = env["DB_SETUP_TEST_PG_URL"]
+    subprocess.run([str(psql), "-X", "-q", "-d", admin, "-c", f"CREATE DATABASE {dbname}"], check=True)
+    url = admin.rsplit("/", 1)[0] + f"/{dbname}"
+    old_app, new_app = app_queries("old-app.sql"), app_queries("new-app.sql")
+
+    def names(report):
+        return ", ".join(step["name"] for step in report["applied"]) or "nothing"
+
+    def expect(app, queries, works, when):
+        error = run_app(psql, url, queries)
+        if works and error:
+            raise PhasesFailed(f"the {app} application broke {when}: {error}")
+        if not works and not error:
+            raise PhasesFailed(f"the {app} application still works {when}: the contract step did not remove "
+                               "what it uses")
+        print(f"  {app} application: " + (f"works ({len(queries)} queries)" if works else f"fails, as it must: {error}"))
+
+    shown = migrations.relative_to(ROOT) if migrations.is_relative_to(ROOT) else migrations
+    say(f"two-phase deploy: {shown} on a fresh database {dbname}")
+    first = min(p.stem for p in migrations.glob("*.sql"))
+    report = cli_migrate(cli, url, migrations, "--to", first)
+    print(f"  release 1 (db-setup-cli migrate --to {first}): applied {names(report)}")
+    expect("old", old_app, True, "on release 1")
+
+    report = cli_migrate(cli, url, migrations, "--phase", "expand")
+    waits = ", ".join(report["waits_for_contract"]) or "nothing"
+    print(f"  expand step (--phase expand, before the new application): applied {names(report)}; "
+          f"waits for the contract step: {waits}")
+    expect("old", old_app, True, "after the expand step")
+    expect("new", new_app, True, "after the expand step")
+
+    report = cli_migrate(cli, url, migrations, "--phase", "contract")
+    print(f"  contract step (--phase contract, after the new application): applied {names(report)}")
+    expect("new", new_app, True, "after the contract step")
+    expect("old", old_app, False, "after the contract step")
+    say("two-phase deploy: the old application worked until the contract step, the new one from the expand step on")
+
+
+# Migration sets that must make the section fail, with what it must say (the self-check).
+BROKEN_SETS = {
+    "drops-column-in-expand": "the old application broke after the expand step",
+    "expand-misses-new-column": "the new application broke after the expand step",
+    "contract-keeps-old-column": "the old application still works after the contract step",
+}
+
+
+def phases_self_check(env, cli):
+    """Runs the section on each set of tests/fixtures/two-phase: each must fail, saying why."""
+    for i, (case, expected) in enumerate(BROKEN_SETS.items()):
+        try:
+            phases_section(env, cli, ROOT / "tests" / "fixtures" / "two-phase" / case, f"{PHASES_DBNAME}_broken_{i}")
+        except PhasesFailed as e:
+            if expected not in str(e):
+                raise PhasesFailed(f"self-check {case}: expected \"{expected}\", got: {e}") from e
+            print(f"  self-check {case}: refused, as it must: {e}")
+            continue
+        raise PhasesFailed(f"self-check {case}: the section passed a migration set that breaks an application")
+    say(f"two-phase self-check: all {len(BROKEN_SETS)} broken migration sets were refused")
+
+
+def cmd_demo_phases(args):
+    migrations, self_check = TWO_PHASE / "migrations", False
+    if args[:1] == ["--migrations"] and len(args) == 2:
+        migrations = Path(args[1]).resolve()
+    elif args == ["--self-check"]:
+        self_check = True
+    elif args:
+        sys.exit(__doc__)
+    state = Path(tempfile.mkdtemp(prefix="db-setup-phases-"))
+    os.chmod(state, 0o755)
+    try:
+        cli = build_cli()
+        subprocess.run([str(SERVERS), "start", str(state), "pg16"], check=True)
+        env = read_env(state)
+        if self_check:
+            phases_self_check(env, cli)
+        else:
+            phases_section(env, cli, migrations)
+    except PhasesFailed as e:
+        sys.exit(f"two-phase deploy: FAILED: {e}")
+    finally:
+        stop_environment(state)
+
+
 def main():
     args = sys.argv[1:]
     commands = {"up": cmd_up, "env": cmd_env, "down": cmd_down, "demo": cmd_demo}
     if args and args[0] == "receiver" and len(args) == 3:
         cmd_receiver(args[1], args[2])
+    elif args and args[0] == "demo-phases":
+        cmd_demo_phases(args[1:])
     elif len(args) == 1 and args[0] in commands:
         commands[args[0]]()
     else:

@@ -12,51 +12,48 @@ use db_setup::migrate::report::PlanReport;
 use db_setup::migrate::{MigrationSet, Migrator, RunOptions};
 use serde_json::{Value, json};
 
+/// The two-phase example (`examples/two-phase`), which `make demo` runs too.
+macro_rules! example {
+    ($file:literal) => {
+        (
+            $file,
+            include_str!(concat!("../examples/two-phase/migrations/", $file)),
+        )
+    };
+}
+
 /// Release 1: the application reads `customers.name`.
-const R1: (&str, &str) = (
-    "001_customers.sql",
-    "CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL);\n\
-     INSERT INTO customers VALUES (1, 'Ada');\n",
-);
+const R1: (&str, &str) = example!("001_customers.sql");
 /// Release 2, expand: the new column, filled and kept in step with the old one.
-const R2_EXPAND: (&str, &str) = (
-    "002_customers_full_name.sql",
-    "ALTER TABLE customers ADD COLUMN full_name text;\n\
-     UPDATE customers SET full_name = name;\n\
-     CREATE FUNCTION customers_sync() RETURNS trigger LANGUAGE plpgsql AS $$\n\
-     BEGIN\n\
-       NEW.full_name := coalesce(NEW.full_name, NEW.name);\n\
-       NEW.name := coalesce(NEW.name, NEW.full_name);\n\
-       RETURN NEW;\n\
-     END $$;\n\
-     CREATE TRIGGER customers_sync BEFORE INSERT OR UPDATE ON customers\n\
-       FOR EACH ROW EXECUTE FUNCTION customers_sync();\n",
-);
+const R2_EXPAND: (&str, &str) = example!("002_customers_full_name.sql");
 /// Release 2, contract: the old column goes once no old application runs.
-const R2_CONTRACT: (&str, &str) = (
-    "003_drop_customers_name.sql",
-    "-- db-setup: phase=contract\n\
-     DROP TRIGGER customers_sync ON customers;\n\
-     DROP FUNCTION customers_sync();\n\
-     ALTER TABLE customers ALTER COLUMN full_name SET NOT NULL;\n\
-     ALTER TABLE customers DROP COLUMN name;\n",
-);
+const R2_CONTRACT: (&str, &str) = example!("003_drop_customers_name.sql");
 /// An expand migration numbered after the contract one: never runs before it.
-const R2_LATER: (&str, &str) = (
-    "004_orders.sql",
-    "CREATE TABLE orders (id int PRIMARY KEY, customer int REFERENCES customers);\n",
-);
+const R2_LATER: (&str, &str) = example!("004_orders.sql");
+
+/// An application's queries: one per line of the example's file (`--` lines are comments).
+fn queries(file: &str) -> Vec<&str> {
+    let queries: Vec<_> = file
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("--"))
+        .collect();
+    assert!(
+        !queries.is_empty(),
+        "an application without queries proves nothing"
+    );
+    queries
+}
 
 /// The old application's queries (release 1's schema).
-const OLD_APP: &[&str] = &[
-    "SELECT name FROM customers WHERE id = 1",
-    "INSERT INTO customers (id, name) VALUES (10, 'old app')",
-];
+fn old_app() -> Vec<&'static str> {
+    queries(include_str!("../examples/two-phase/old-app.sql"))
+}
+
 /// The new application's queries (release 2's schema).
-const NEW_APP: &[&str] = &[
-    "SELECT full_name FROM customers WHERE id = 1",
-    "INSERT INTO customers (id, full_name) VALUES (20, 'new app')",
-];
+fn new_app() -> Vec<&'static str> {
+    queries(include_str!("../examples/two-phase/new-app.sql"))
+}
 
 /// Runs each query in a transaction that is rolled back; the first error, if any.
 async fn app_works(db: &TestDb, queries: &[&str]) -> Result<(), String> {
@@ -86,7 +83,7 @@ async fn expand_keeps_the_old_application_working_and_contract_runs_the_rest_in_
         .migrate(&Fixture::new(&[R1]).set())
         .await
         .unwrap();
-    app_works(&db, OLD_APP).await.unwrap();
+    app_works(&db, &old_app()).await.unwrap();
 
     let fx = Fixture::new(&[R1, R2_EXPAND, R2_CONTRACT, R2_LATER]);
     let set = fx.set();
@@ -128,8 +125,8 @@ async fn expand_keeps_the_old_application_working_and_contract_runs_the_rest_in_
         db.history().await,
         ["001_customers", "002_customers_full_name"]
     );
-    app_works(&db, OLD_APP).await.unwrap();
-    app_works(&db, NEW_APP).await.unwrap();
+    app_works(&db, &old_app()).await.unwrap();
+    app_works(&db, &new_app()).await.unwrap();
     // A second expand step runs nothing more (the contract file still blocks the later one).
     let again = Migrator::new(conn.client(), options(Some(Phase::Expand)))
         .migrate(&set)
@@ -155,8 +152,8 @@ async fn expand_keeps_the_old_application_working_and_contract_runs_the_rest_in_
             "004_orders"
         ]
     );
-    app_works(&db, NEW_APP).await.unwrap();
-    let old = app_works(&db, OLD_APP).await.unwrap_err();
+    app_works(&db, &new_app()).await.unwrap();
+    let old = app_works(&db, &old_app()).await.unwrap_err();
     assert!(old.contains("column \"name\" does not exist"), "{old}");
 }
 

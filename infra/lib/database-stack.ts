@@ -170,6 +170,15 @@ export class DatabaseStack extends Stack {
     });
     // The function and the rotation functions reach Secrets Manager through the endpoint.
     this.dbSetup.allowEndpointAccess(secretsEndpoint);
+    // Direct mode: a deploy longer than one invocation goes on in a new one, which the
+    // function starts itself through the Lambda API (its endpoint, for the function only).
+    if ((props.responseMode ?? 'direct') === 'direct') {
+      const lambdaEndpoint = this.vpc.addInterfaceEndpoint('Lambda', {
+        service: ec2.InterfaceVpcEndpointAwsService.LAMBDA,
+        open: false,
+      });
+      this.dbSetup.allowEndpointAccess(lambdaEndpoint, { functionOnly: true });
+    }
 
     this.appRole = new iam.Role(this, 'AppRole', {
       description: 'Stand-in for the application role: may log in to the database as the IAM users',

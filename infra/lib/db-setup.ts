@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs';
 import * as path from 'node:path';
-import { ArnFormat, CfnResource, CustomResource, Duration, Stack, Token, Validations } from 'aws-cdk-lib';
+import { Annotations, ArnFormat, CfnResource, CustomResource, Duration, Stack, Token, Validations } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as cwActions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
@@ -213,6 +213,23 @@ export interface DbSetupProps {
   /** @default 'direct' */
   readonly responseMode?: ResponseMode;
   /**
+   * Direct mode only: the id of the S3 managed prefix list of the stack's region (the one
+   * named `com.amazonaws.<region>.s3`, e.g. `pl-63a5400a` in us-east-1). The function's only
+   * way out to S3, for the response PUT to CloudFormation's pre-signed URL, is 443 to it,
+   * through an S3 gateway endpoint or a NAT gateway alike.
+   * @default looked up at deploy time: a small `AwsCustomResource` calls
+   * `ec2:DescribeManagedPrefixLists`, so that synth stays offline and deterministic
+   */
+  readonly s3PrefixListId?: string;
+  /**
+   * Where the function and the rotation functions reach Secrets Manager when it is not
+   * through an interface endpoint admitted with {@link DbSetup.allowEndpointAccess}: for a
+   * NAT route, `ec2.Peer.anyIpv4()` (443 only; Secrets Manager's public addresses have no
+   * prefix list).
+   * @default none: call `allowEndpointAccess(endpoint)`; with neither, synth warns
+   */
+  readonly secretsManagerEgress?: ec2.IPeer;
+  /**
    * Lambda timeout. Must cover the function's own worst case with its defaults: 3 connect
    * attempts of 10 s with backoff (~40 s), up to 60 s waiting for the migration lock held
    * by another run, one statement up to the 5 min statement timeout, and the 10 s margin
@@ -314,6 +331,9 @@ export interface DbSetupAlarmOptions {
 
 /** The default namespace of the deploy metrics (the function's default too). */
 export const DEFAULT_METRICS_NAMESPACE = 'DbSetup';
+
+/** The construct id CDK gives the one function of every `AwsCustomResource` in a stack. */
+const AWS_CUSTOM_RESOURCE_SINGLETON = 'AWS679f53fac002430cb0da5b7982bd2287';
 
 /** Lambda retries a failed asynchronous invocation this many times (its default, made explicit). */
 const ASYNC_RETRIES = 2;
@@ -450,7 +470,10 @@ export class DbSetup extends Construct {
   public readonly resource: CustomResource;
   /** The Provider framework, in `provider` mode only. */
   public readonly provider?: cr.Provider;
-  /** The function's security group (allowed into the database). */
+  /**
+   * The function's security group: allowed into the database; egress only to the database,
+   * Secrets Manager and, in direct mode, S3's prefix list (docs/deploy.md, "Network egress").
+   */
   public readonly securityGroup: ec2.SecurityGroup;
   /** Direct mode with `continueAcrossInvocations`: `lambda:InvokeFunction` on the function itself. */
   public readonly selfInvokePolicy?: iam.Policy;
@@ -459,8 +482,8 @@ export class DbSetup extends Construct {
   /** With `alarms`: fires when an invocation comes near the function's timeout. */
   public durationAlarm?: cloudwatch.Alarm;
   /**
-   * The security group of the hosted rotation functions (allowed into the database), when a
-   * user has a `rotation`.
+   * The security group of the hosted rotation functions (allowed into the database; egress to
+   * the database and Secrets Manager only), when a user has a `rotation`.
    */
   public readonly rotationSecurityGroup?: ec2.SecurityGroup;
   /** The rotation schedules, by username. */
@@ -481,6 +504,8 @@ export class DbSetup extends Construct {
   };
   private readonly database: ec2.IConnectable;
   private readonly databaseResourceId?: string;
+  private readonly secretsManagerEgress?: ec2.IPeer;
+  private endpointAdmitted = false;
 
   constructor(scope: Construct, id: string, props: DbSetupProps) {
     super(scope, id);
@@ -501,18 +526,39 @@ export class DbSetup extends Construct {
     this.database = props.database;
     this.databaseResourceId = props.databaseResourceId;
 
+    if (mode === 'provider' && props.s3PrefixListId !== undefined) {
+      throw new Error(
+        'DbSetup: s3PrefixListId is for direct mode only: in provider mode the function answers no S3 URL (remove it)',
+      );
+    }
+    if (props.s3PrefixListId !== undefined && !Token.isUnresolved(props.s3PrefixListId) && !/^pl-[0-9a-f]+$/.test(props.s3PrefixListId)) {
+      throw new Error(`DbSetup: s3PrefixListId must be a prefix list id (pl-...), not '${props.s3PrefixListId}'`);
+    }
+
+    // Egress only where the function must go: the database (allowFrom below adds the rule
+    // on both sides), Secrets Manager (allowEndpointAccess, or secretsManagerEgress) and, in
+    // direct mode, S3 for the response (its managed prefix list).
     this.securityGroup = new ec2.SecurityGroup(this, 'SecurityGroup', {
       vpc: props.vpc,
       description: 'db-setup function',
-      // Egress open: in isolated subnets the only routes are the VPC endpoints and the
-      // database (an S3 gateway endpoint has no fixed address range to restrict to).
-      allowAllOutbound: true,
+      allowAllOutbound: false,
     });
     const dbPort =
       props.port !== undefined
         ? ec2.Port.tcp(props.port)
         : (props.database.connections.defaultPort ?? ec2.Port.tcp(5432));
     props.database.connections.allowFrom(this.securityGroup, dbPort, 'db-setup function');
+    this.secretsManagerEgress = props.secretsManagerEgress;
+    if (this.secretsManagerEgress !== undefined) {
+      this.securityGroup.addEgressRule(this.secretsManagerEgress, ec2.Port.tcp(443), 'Secrets Manager');
+    }
+    if (mode === 'direct') {
+      const s3 = ec2.Peer.prefixList(
+        props.s3PrefixListId ?? this.lookUpS3PrefixList(props.logRetention ?? logs.RetentionDays.ONE_MONTH),
+      );
+      this.securityGroup.addEgressRule(s3, ec2.Port.tcp(443), 'S3: the response to CloudFormation');
+    }
+    this.node.addValidation({ validate: () => this.warnWithoutSecretsManager() });
 
     const stack = Stack.of(this);
     const ownEnv: Record<string, string> = {
@@ -705,16 +751,21 @@ export class DbSetup extends Construct {
       this.resource.node.addDependency(props.database);
     }
     this.resource.node.addDependency(props.vpc);
+    // ... and after the function's egress rules (the ones added later too), which it needs likewise.
+    this.resource.node.addDependency(this.securityGroup);
 
     const rotated = passwordUsers(users).filter((u) => u.rotation !== undefined);
     if (rotated.length > 0) {
       this.rotationSecurityGroup = new ec2.SecurityGroup(this, 'RotationSecurityGroup', {
         vpc: props.vpc,
         description: 'Secrets Manager hosted rotation functions of the db-setup users',
-        // Like the function's: the routes in isolated subnets are the endpoints and the database.
-        allowAllOutbound: true,
+        // Like the function's, minus S3: the database and Secrets Manager only.
+        allowAllOutbound: false,
       });
       props.database.connections.allowFrom(this.rotationSecurityGroup, dbPort, 'secret rotation functions');
+      if (this.secretsManagerEgress !== undefined) {
+        this.rotationSecurityGroup.addEgressRule(this.secretsManagerEgress, ec2.Port.tcp(443), 'Secrets Manager');
+      }
       for (const user of rotated) {
         this.rotationSchedules[user.username] = this.addRotation(user, user.rotation!, props);
       }
@@ -775,13 +826,73 @@ export class DbSetup extends Construct {
 
   /**
    * Admits the function and the rotation functions into an interface endpoint (Secrets
-   * Manager's, in isolated subnets) on its default port.
+   * Manager's, in isolated subnets) on its default port: the ingress rule on the endpoint's
+   * security group and the egress rule on theirs (their only way to Secrets Manager).
+   *
+   * With `{ functionOnly: true }`, the function only: for the endpoints only it calls, the
+   * Lambda API's (direct mode with `continueAcrossInvocations`: the function invokes itself)
+   * and RDS's (`snapshotBeforeMigrate`).
    */
-  public allowEndpointAccess(endpoint: ec2.IConnectable): void {
+  public allowEndpointAccess(endpoint: ec2.IConnectable, options: { functionOnly?: boolean } = {}): void {
     endpoint.connections.allowDefaultPortFrom(this.securityGroup, 'db-setup function');
+    if (options.functionOnly === true) {
+      return;
+    }
     if (this.rotationSecurityGroup !== undefined) {
       endpoint.connections.allowDefaultPortFrom(this.rotationSecurityGroup, 'secret rotation functions');
     }
+    this.endpointAdmitted = true;
+  }
+
+  /**
+   * The S3 managed prefix list of the stack's region, read at deploy time: CloudFormation has
+   * no attribute or parameter that holds it, and a context lookup would need an AWS account
+   * at synth. One `ec2:DescribeManagedPrefixLists` call by CDK's `AwsCustomResource` (a
+   * Node.js function outside the VPC, with the SDK of its runtime), on Create and Update.
+   */
+  private lookUpS3PrefixList(logRetention: logs.RetentionDays): string {
+    const name = `com.amazonaws.${Stack.of(this).region}.s3`;
+    const call: cr.AwsSdkCall = {
+      service: 'EC2',
+      action: 'DescribeManagedPrefixLists',
+      parameters: { Filters: [{ Name: 'prefix-list-name', Values: [name] }] },
+      outputPaths: ['PrefixLists.0.PrefixListId'],
+      physicalResourceId: cr.PhysicalResourceId.fromResponse('PrefixLists.0.PrefixListId'),
+    };
+    const lookup = new cr.AwsCustomResource(this, 'S3PrefixList', {
+      onCreate: call,
+      onUpdate: call,
+      policy: cr.AwsCustomResourcePolicy.fromSdkCalls({ resources: cr.AwsCustomResourcePolicy.ANY_RESOURCE }),
+      installLatestAwsSdk: false,
+      logGroup: new logs.LogGroup(this, 'S3PrefixListLogGroup', { retention: logRetention }),
+    });
+    const singleton = Stack.of(this).node.tryFindChild(AWS_CUSTOM_RESOURCE_SINGLETON);
+    if (singleton !== undefined) {
+      Validations.of(singleton).acknowledge(
+        {
+          id: 'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]',
+          reason: "CDK AwsCustomResource function (the S3 prefix list lookup): the AWS managed policy for writing its log.",
+        },
+      );
+    }
+    Validations.of(lookup).acknowledge({
+      id: 'AwsSolutions-IAM5[Resource::*]',
+      reason: 'ec2:DescribeManagedPrefixLists (read only) supports no resource-level permission.',
+    });
+    return lookup.getResponseField('PrefixLists.0.PrefixListId');
+  }
+
+  /** A synth warning when nothing lets the function out to Secrets Manager. */
+  private warnWithoutSecretsManager(): string[] {
+    if (!this.endpointAdmitted && this.secretsManagerEgress === undefined) {
+      Annotations.of(this).addWarningV2(
+        'db-setup:no-secrets-manager-route',
+        'DbSetup: the function has no route to Secrets Manager (its security group allows no other egress): ' +
+          'call allowEndpointAccess(secretsManagerEndpoint) for an interface endpoint, or set ' +
+          'secretsManagerEgress (ec2.Peer.anyIpv4() for a NAT route)',
+      );
+    }
+    return [];
   }
 
   /**
@@ -851,6 +962,8 @@ export class DbSetup extends Construct {
       rotateImmediatelyOnUpdate: rotation.rotateImmediatelyOnUpdate,
     });
     schedule.node.addDependency(this.resource);
+    // ... and after the rotation functions' egress rules (the endpoint's is added after the constructor).
+    schedule.node.addDependency(this.rotationSecurityGroup!);
     return schedule;
   }
 

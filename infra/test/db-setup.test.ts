@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { Duration, NestedStack, Stack, Validations } from 'aws-cdk-lib';
-import { Match, Template } from 'aws-cdk-lib/assertions';
+import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
@@ -28,6 +28,7 @@ import {
   actions,
   allStatements,
   cfnLint,
+  egressRules,
   FIXTURE_CODE_DIR,
   fixtureCode,
   flatten,
@@ -367,7 +368,14 @@ describe('DbSetup rotation (Secrets Manager hosted rotation)', () => {
     for (const responseMode of ['direct', 'provider'] as const) {
       const { stack, dbSetup, schedule } = rotated('alternating-users', {}, { responseMode });
       const crId = stack.getLogicalId(dbSetup.resource.node.defaultChild as any);
-      assert.deepEqual(schedule.DependsOn, [crId], responseMode);
+      assert.ok(schedule.DependsOn.includes(crId), responseMode);
+      // ... and after the rotation functions' security group with its egress rules.
+      const groupId = logicalId(stack, dbSetup.rotationSecurityGroup!);
+      const rules = Object.entries(resourcesOf(stack))
+        .filter(([, r]) => r.Type === 'AWS::EC2::SecurityGroupEgress' && flatten(r.Properties.GroupId) === `<${groupId}.GroupId>`)
+        .map(([id]) => id);
+      assert.ok(rules.length > 0);
+      assert.deepEqual([...schedule.DependsOn].sort(), [crId, groupId, ...rules].sort(), responseMode);
     }
   });
 
@@ -413,6 +421,8 @@ describe('DbSetup rotation (Secrets Manager hosted rotation)', () => {
       // The host stack's own findings (its admin secret, its VPC) are acknowledged here.
       Validations.of(h.adminSecret).acknowledge({ id: 'AwsSolutions-SMG4', reason: 'test: the admin secret' });
       Validations.of(h.stack).acknowledge({ id: 'AwsSolutions-VPC7', reason: 'test VPC without flow logs' });
+      // A complete host: Secrets Manager through an endpoint (else the construct warns).
+      h.dbSetup.allowEndpointAccess(h.vpc.addInterfaceEndpoint('Sm', { service: ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER, open: false }));
       return nagViolations(h.stack);
     };
     assert.deepEqual(nagged({ type: 'single-user' }), []);
@@ -868,5 +878,114 @@ describe('DbSetup logs, metrics and alarms', () => {
     Validations.of(adminSecret).acknowledge({ id: 'AwsSolutions-SMG4', reason: 'test: the admin secret' });
     Validations.of(h.stack).acknowledge({ id: 'AwsSolutions-VPC7', reason: 'test VPC without flow logs' });
     assert.deepEqual(nagViolations(h.stack), []);
+  });
+});
+
+describe('DbSetup egress: the function reaches only the database, Secrets Manager and (direct mode) S3', () => {
+  /** A rotated user, the Secrets Manager endpoint admitted, and the egress of both groups. */
+  function egress(extra: Partial<DbSetupProps> = {}, opts: { endpoint?: boolean } = {}) {
+    const h = withUsers(
+      (s) => [{ username: 'app_rw', role: 'readwrite', secret: new secretsmanager.Secret(s, 'Rw'), rotation: { type: 'single-user' } }],
+      { port: 6432, ...extra },
+    );
+    const endpoint = h.vpc.addInterfaceEndpoint('Sm', { service: ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER, open: false });
+    if (opts.endpoint ?? true) h.dbSetup.allowEndpointAccess(endpoint);
+    const res = resourcesOf(h.stack);
+    const sg = (g: ec2.ISecurityGroup) => `<${logicalId(h.stack, g)}.GroupId>`;
+    return {
+      ...h,
+      res,
+      db: sg(h.database),
+      ep: sg(endpoint.node.findChild('SecurityGroup') as ec2.SecurityGroup),
+      fn: egressRules(res, logicalId(h.stack, h.dbSetup.securityGroup)),
+      rotation: egressRules(res, logicalId(h.stack, h.dbSetup.rotationSecurityGroup!)),
+    };
+  }
+
+  it('direct mode with s3PrefixListId: the database port, 443 to the endpoint, 443 to the S3 prefix list; nothing else', () => {
+    const e = egress({ s3PrefixListId: 'pl-63a5400a' });
+    assert.deepEqual(e.fn, [`${e.db} tcp:6432-6432`, `${e.ep} tcp:443-443`, 'pl-63a5400a tcp:443-443'].sort());
+    // The id is given: nothing is looked up.
+    assert.equal(Object.values(e.res).filter((r) => r.Type === 'Custom::AWS').length, 0);
+    assert.throws(() => egress({ s3PrefixListId: 'com.amazonaws.us-east-1.s3' }), /s3PrefixListId must be a prefix list id \(pl-\.\.\.\)/);
+  });
+
+  it('direct mode without s3PrefixListId: the S3 prefix list of the stack\'s region, looked up at deploy time', () => {
+    const e = egress();
+    const lookups = Object.entries(e.res).filter(([, r]) => r.Type === 'Custom::AWS');
+    assert.equal(lookups.length, 1);
+    const [lookupId, lookup] = lookups[0];
+    assert.deepEqual(e.fn, [`${e.db} tcp:6432-6432`, `${e.ep} tcp:443-443`, `<${lookupId}.PrefixLists.0.PrefixListId> tcp:443-443`].sort());
+    const call = flatten(lookup.Properties.Create);
+    assert.match(call, /"service":"EC2","action":"DescribeManagedPrefixLists"/i);
+    assert.match(call, /"Name":"prefix-list-name","Values":\["com\.amazonaws\.<AWS::Region>\.s3"\]/);
+    // Its (shared) function logs to a log group of the construct's retention, not a never-expiring one.
+    const fnId = lookup.Properties.ServiceToken['Fn::GetAtt'][0];
+    const logGroup = e.res[e.res[fnId].Properties.LoggingConfig.LogGroup.Ref];
+    assert.equal(logGroup.Properties.RetentionInDays, 30);
+    // The custom resource (its Create, and its Delete's answer) waits for the rules.
+    const crId = logicalId(e.stack, e.dbSetup.resource);
+    const egressIds = Object.entries(e.res)
+      .filter(([, r]) => r.Type === 'AWS::EC2::SecurityGroupEgress')
+      .filter(([, r]) => flatten(r.Properties.GroupId) === `<${logicalId(e.stack, e.dbSetup.securityGroup)}.GroupId>`)
+      .map(([id]) => id);
+    for (const id of egressIds) assert.ok(e.res[crId].DependsOn.includes(id), `${crId} does not wait for ${id}`);
+  });
+
+  it('provider mode: the database port and 443 to the endpoint only, no S3, no lookup', () => {
+    const e = egress({ responseMode: 'provider' });
+    assert.deepEqual(e.fn, [`${e.db} tcp:6432-6432`, `${e.ep} tcp:443-443`].sort());
+    assert.equal(Object.values(e.res).filter((r) => r.Type === 'Custom::AWS').length, 0);
+    assert.throws(
+      () => egress({ responseMode: 'provider', s3PrefixListId: 'pl-63a5400a' }),
+      /s3PrefixListId is for direct mode only/,
+    );
+  });
+
+  it('the rotation functions: the database port and 443 to the endpoint only', () => {
+    for (const responseMode of ['direct', 'provider'] as const) {
+      const e = egress({ responseMode });
+      assert.deepEqual(e.rotation, [`${e.db} tcp:6432-6432`, `${e.ep} tcp:443-443`].sort(), responseMode);
+    }
+  });
+
+  it('never opens egress to every address, on either group', () => {
+    for (const extra of [{}, { s3PrefixListId: 'pl-63a5400a' }, { responseMode: 'provider' as const }]) {
+      const e = egress(extra);
+      for (const rule of [...e.fn, ...e.rotation]) {
+        assert.doesNotMatch(rule, /^(0\.0\.0\.0\/0|::\/0) /, `${JSON.stringify(extra)}: ${rule}`);
+      }
+    }
+  });
+
+  it('a NAT route to Secrets Manager is explicit: secretsManagerEgress, else a warning', () => {
+    const nat = egress({ secretsManagerEgress: ec2.Peer.anyIpv4(), s3PrefixListId: 'pl-63a5400a' }, { endpoint: false });
+    assert.deepEqual(nat.fn, [`${nat.db} tcp:6432-6432`, '0.0.0.0/0 tcp:443-443', 'pl-63a5400a tcp:443-443'].sort());
+    assert.deepEqual(nat.rotation, [`${nat.db} tcp:6432-6432`, '0.0.0.0/0 tcp:443-443'].sort());
+    Annotations.fromStack(nat.stack).hasNoWarning('*', Match.stringLikeRegexp('Secrets Manager'));
+
+    const none = egress({ s3PrefixListId: 'pl-63a5400a' }, { endpoint: false });
+    assert.deepEqual(none.fn, [`${none.db} tcp:6432-6432`, 'pl-63a5400a tcp:443-443'].sort());
+    Annotations.fromStack(none.stack).hasWarning(
+      '/Host/Setup',
+      Match.stringLikeRegexp('no route to Secrets Manager.*allowEndpointAccess.*secretsManagerEgress'),
+    );
+    const admitted = egress({ s3PrefixListId: 'pl-63a5400a' });
+    Annotations.fromStack(admitted.stack).hasNoWarning('*', Match.stringLikeRegexp('Secrets Manager'));
+  });
+
+  it('stays cdk-nag clean in both modes, with and without the lookup', () => {
+    for (const extra of [{}, { s3PrefixListId: 'pl-63a5400a' }, { responseMode: 'provider' as const }]) {
+      const h = withUsers(
+        (s) => [{ username: 'app_rw', role: 'readwrite', secret: new secretsmanager.Secret(s, 'Rw'), rotation: { type: 'single-user' } }],
+        extra,
+        { nag: true },
+      );
+      h.dbSetup.allowEndpointAccess(h.vpc.addInterfaceEndpoint('Sm', { service: ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER, open: false }));
+      // The host stack's own findings (its admin secret, its VPC) are acknowledged here.
+      Validations.of(h.adminSecret).acknowledge({ id: 'AwsSolutions-SMG4', reason: 'test: the admin secret' });
+      Validations.of(h.stack).acknowledge({ id: 'AwsSolutions-VPC7', reason: 'test VPC without flow logs' });
+      assert.deepEqual(nagViolations(h.stack), [], JSON.stringify(extra));
+    }
   });
 });

@@ -9,7 +9,7 @@ import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { DatabaseStack } from '../lib/database-stack';
 import { DEFAULT_MIGRATIONS_DIR, hashMigrations, REPO_ROOT } from '../lib/db-setup';
-import { actions, allStatements, fixtureCode, flatten, nagViolations, newApp, resources } from './util';
+import { actions, allStatements, egressRules, fixtureCode, flatten, nagViolations, newApp, resources } from './util';
 
 function synth(responseMode: 'direct' | 'provider' = 'direct') {
   const app = newApp();
@@ -54,21 +54,29 @@ describe('network', () => {
     template.resourceCountIs('AWS::EC2::Route', 0);
   });
 
-  it('has a Secrets Manager interface endpoint and an S3 gateway endpoint', () => {
-    const endpoints = Object.values(res).filter((r) => r.Type === 'AWS::EC2::VPCEndpoint');
-    const byService = Object.fromEntries(
-      endpoints.map((e) => [flatten(e.Properties.ServiceName).split('.').pop(), e.Properties]),
-    );
-    assert.deepEqual(Object.keys(byService).sort(), ['s3', 'secretsmanager']);
-    assert.equal(byService.secretsmanager.VpcEndpointType, 'Interface');
-    assert.equal(byService.secretsmanager.PrivateDnsEnabled, true);
-    assert.equal(byService.s3.VpcEndpointType, 'Gateway');
+  it('has Secrets Manager and (direct mode) Lambda interface endpoints and an S3 gateway endpoint', () => {
+    const byService = (r: Record<string, any>) =>
+      Object.fromEntries(
+        Object.values(r)
+          .filter((e) => e.Type === 'AWS::EC2::VPCEndpoint')
+          .map((e) => [flatten(e.Properties.ServiceName).split('.').pop(), e.Properties]),
+      );
+    const endpoints = byService(res);
+    assert.deepEqual(Object.keys(endpoints).sort(), ['lambda', 's3', 'secretsmanager']);
+    for (const service of ['secretsmanager', 'lambda']) {
+      assert.equal(endpoints[service].VpcEndpointType, 'Interface');
+      assert.equal(endpoints[service].PrivateDnsEnabled, true);
+    }
+    assert.equal(endpoints.s3.VpcEndpointType, 'Gateway');
+    // Provider mode: the function never calls the Lambda API (the framework does).
+    assert.deepEqual(Object.keys(byService(provider.res)).sort(), ['s3', 'secretsmanager']);
   });
 
-  it('opens the Secrets Manager endpoint and the database to the function and the rotation functions only', () => {
+  it('opens the Secrets Manager endpoint and the database to the function and the rotation functions only, the Lambda endpoint to the function only', () => {
     const { stack, id } = direct;
     const sg = (g: ec2.SecurityGroup) => `<${id(g)}.GroupId>`;
     const endpointSg = Object.keys(res).find((k) => k.startsWith('VpcSecretsManagerSecurityGroup') && res[k].Type === 'AWS::EC2::SecurityGroup')!;
+    const lambdaSg = Object.keys(res).find((k) => k.startsWith('VpcLambdaSecurityGroup') && res[k].Type === 'AWS::EC2::SecurityGroup')!;
     const dbSg = `<${stack.resolve(stack.database.connections.securityGroups[0].securityGroupId)['Fn::GetAtt'][0]}.GroupId>`;
     const rules = Object.values(res)
       .filter((r) => r.Type === 'AWS::EC2::SecurityGroupIngress')
@@ -80,11 +88,31 @@ describe('network', () => {
       `${dbSg} <- ${rotation}:5432`,
       `<${endpointSg}.GroupId> <- ${fn}:443`,
       `<${endpointSg}.GroupId> <- ${rotation}:443`,
+      `<${lambdaSg}.GroupId> <- ${fn}:443`,
     ].sort());
     template.allResourcesProperties('AWS::EC2::SecurityGroup', {
       SecurityGroupIngress: Match.absent(),
     });
   });
+
+  for (const [mode, synthesized] of [['direct', direct], ['provider', provider]] as const) {
+    it(`lets the function out to the database, the endpoint and (direct mode) S3 only, the rotation functions to the first two (${mode} mode)`, () => {
+      const { stack, res, id } = synthesized;
+      const sg = (g: ec2.ISecurityGroup) => `<${id(g)}.GroupId>`;
+      const endpointSg = Object.keys(res).find((k) => k.startsWith('VpcSecretsManagerSecurityGroup') && res[k].Type === 'AWS::EC2::SecurityGroup')!;
+      const dbSg = sg(stack.database.connections.securityGroups[0]);
+      const lookups = Object.keys(res).filter((k) => res[k].Type === 'Custom::AWS');
+      const s3 = mode === 'direct' ? [`<${lookups[0]}.PrefixLists.0.PrefixListId> tcp:443-443`] : [];
+      assert.equal(lookups.length, s3.length);
+      const both = [`${dbSg} tcp:5432-5432`, `<${endpointSg}.GroupId> tcp:443-443`];
+      // Direct mode: the Lambda API's endpoint too (the function invokes itself to go on).
+      const lambdaSg = Object.keys(res).find((k) => k.startsWith('VpcLambdaSecurityGroup') && res[k].Type === 'AWS::EC2::SecurityGroup');
+      assert.equal(lambdaSg !== undefined, mode === 'direct');
+      const lambda = mode === 'direct' ? [`<${lambdaSg}.GroupId> tcp:443-443`] : [];
+      assert.deepEqual(egressRules(res, id(stack.dbSetup.securityGroup)), [...both, ...s3, ...lambda].sort());
+      assert.deepEqual(egressRules(res, id(stack.dbSetup.rotationSecurityGroup!)), both.sort());
+    });
+  }
 });
 
 describe('database', () => {
@@ -303,7 +331,13 @@ describe('rotation and IAM users', () => {
       assert.equal(schedules.length, 1);
       const [schedule] = schedules;
       const crId = Object.keys(m.res).find((k) => m.res[k].Type === 'Custom::DbSetup');
-      assert.deepEqual(schedule.DependsOn, [crId]);
+      // ... and after the rotation functions' egress rules: to the database, and to the endpoint.
+      const groupId = m.id(m.stack.dbSetup.rotationSecurityGroup!);
+      const egress = Object.keys(m.res).filter(
+        (k) => m.res[k].Type === 'AWS::EC2::SecurityGroupEgress' && flatten(m.res[k].Properties.GroupId) === `<${groupId}.GroupId>`,
+      );
+      assert.equal(egress.length, 2);
+      assert.deepEqual([...schedule.DependsOn].sort(), [crId, groupId, ...egress].sort());
       assert.equal(flatten(schedule.Properties.SecretId), `<${m.id(m.stack.userSecrets.app_rw)}>`);
       const hosted = schedule.Properties.HostedRotationLambda;
       assert.equal(hosted.RotationType, 'PostgreSQLMultiUser');

@@ -105,3 +105,20 @@ export function cfnLint(stack: Stack): { status: number | null; output: string }
     rmSync(dir, { recursive: true, force: true });
   }
 }
+
+/**
+ * The egress rules of a security group (by logical id) as `destination protocol:from-to`
+ * strings, sorted: the group's inline rules and the `AWS::EC2::SecurityGroupEgress`
+ * resources on it. A destination is a CIDR, a prefix list id or a security group.
+ */
+export function egressRules(resources: Record<string, any>, groupLogicalId: string): string[] {
+  const rule = (r: any) =>
+    `${r.CidrIp ?? r.CidrIpv6 ?? flatten(r.DestinationPrefixListId ?? r.DestinationSecurityGroupId)} ` +
+    `${r.IpProtocol}:${r.FromPort}-${r.ToPort}`;
+  const inline = resources[groupLogicalId].Properties.SecurityGroupEgress ?? [];
+  const separate = Object.values(resources)
+    .filter((r: any) => r.Type === 'AWS::EC2::SecurityGroupEgress')
+    .map((r: any) => r.Properties)
+    .filter((p: any) => flatten(p.GroupId) === `<${groupLogicalId}.GroupId>`);
+  return [...inline, ...separate].map(rule).sort();
+}
