@@ -94,6 +94,22 @@ async fn start(d: &Deployment, properties: Value) -> (Value, String) {
     (first, url)
 }
 
+/// Waits for the chain's answer and its last invocation: SUCCESS, every
+/// embedded migration applied; the answer and that count.
+async fn chain_succeeds(d: &Deployment, url: &str) -> (common::lambda::Put, usize) {
+    let put = d.receiver.wait_for(url, Duration::from_secs(180)).await;
+    d.runtime.wait_idle(Duration::from_secs(60)).await;
+    assert_eq!(put.body["Status"], "SUCCESS", "{}", put.body);
+    let total = embedded_count();
+    assert_eq!(
+        put.body["Data"]["Applied"],
+        total.to_string(),
+        "{}",
+        put.body
+    );
+    (put, total)
+}
+
 #[tokio::test]
 async fn a_deploy_spans_several_invocations_and_answers_once() {
     let d = slow_deployment("chain", Vec::new()).await;
@@ -104,16 +120,7 @@ async fn a_deploy_spans_several_invocations_and_answers_once() {
         "the first invocation answered CloudFormation although work was left"
     );
 
-    let put = d.receiver.wait_for(&url, Duration::from_secs(180)).await;
-    d.runtime.wait_idle(Duration::from_secs(30)).await;
-    assert_eq!(put.body["Status"], "SUCCESS", "{}", put.body);
-    let total = embedded_count();
-    assert_eq!(
-        put.body["Data"]["Applied"],
-        total.to_string(),
-        "{}",
-        put.body
-    );
+    let (put, total) = chain_succeeds(&d, &url).await;
     let invocations: usize = put.body["Data"]["Invocations"]
         .as_str()
         .and_then(|n| n.parse().ok())
@@ -156,16 +163,7 @@ async fn duplicated_and_reordered_continuations_are_harmless() {
     d.runtime.async_invocations(INVOCATION, 2);
     let (first, url) = start(&d, json!({"ServiceTimeout": "300"})).await;
     assert_eq!(first["Continued"], 1, "{first}");
-    let put = d.receiver.wait_for(&url, Duration::from_secs(180)).await;
-    d.runtime.wait_idle(Duration::from_secs(60)).await;
-    assert_eq!(put.body["Status"], "SUCCESS", "{}", put.body);
-    let total = embedded_count();
-    assert_eq!(
-        put.body["Data"]["Applied"],
-        total.to_string(),
-        "{}",
-        put.body
-    );
+    let (_, total) = chain_succeeds(&d, &url).await;
     assert_eq!(d.receiver.puts_to(&url).len(), 1, "answered more than once");
     let outcomes = responses(&d.runtime.ended());
     let skipped = outcomes
