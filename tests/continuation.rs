@@ -153,6 +153,7 @@ async fn a_deploy_spans_several_invocations_and_answers_once() {
         rows[0].ends_with(&format!(" {} finished", invocations - 1)),
         "{rows:?}"
     );
+    d.scan().await;
 }
 
 #[tokio::test]
@@ -199,6 +200,7 @@ async fn duplicated_and_reordered_continuations_are_harmless() {
     assert_eq!(history.len(), total);
     let distinct: std::collections::BTreeSet<_> = history.iter().collect();
     assert_eq!(distinct.len(), total, "a migration was recorded twice");
+    d.scan().await;
 }
 
 /// The RequestId of the deployment's chain (its record's).
@@ -259,6 +261,7 @@ async fn the_whole_operation_is_bounded_by_service_timeout() {
         applied,
         "the late copy ran work"
     );
+    d.scan().await;
 }
 
 /// The framework's function is CloudFormation's ServiceToken in provider mode.
@@ -343,4 +346,5 @@ async fn provider_mode_goes_on_through_is_complete_calls() {
             assert_eq!(data["AlreadyApplied"], total.to_string(), "{data}");
         }
     }
+    d.scan().await;
 }

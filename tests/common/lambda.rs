@@ -971,12 +971,16 @@ impl Deployment {
             .iter()
             .map(|p| p.body.to_string())
             .collect();
-        let outcomes = self.outcomes.lock().unwrap().join("\n");
+        let mut outcomes = self.outcomes.lock().unwrap().join("\n");
+        for o in self.runtime.ended() {
+            outcomes.push('\n');
+            outcomes.push_str(&o.text());
+        }
         assert_no_secret_in(
             &passwords,
             &self.receiver.issued(),
             &[
-                ("the function's logs", self.function.logs()),
+                ("the function's logs", self.all_logs()),
                 ("invocation results", outcomes),
                 ("response PUTs", puts),
             ],
