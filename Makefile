@@ -68,7 +68,8 @@ test-local-loop: setup ## The local loop end to end: the function under cargo la
 	@mkdir -p target
 	@$(VENV)/bin/python scripts/local.py demo > target/demo.log 2>&1 || { cat target/demo.log; exit 1; }
 	@grep -q '"Status": "SUCCESS"' target/demo.log && grep -q '^==> two-phase deploy: the old application worked' target/demo.log \
-	  && echo "local loop: make demo passed, its two-phase section too (log: target/demo.log)"
+	  && grep -q 'each applied once: the chain works' target/demo.log \
+	  && echo "local loop: make demo passed, its chain of invocations and two-phase sections too (log: target/demo.log)"
 	@# The two-phase section is a check: each broken migration set of tests/fixtures/two-phase must fail it.
 	@$(VENV)/bin/python scripts/local.py demo-phases --self-check > target/demo-phases.log 2>&1 || { cat target/demo-phases.log; exit 1; }
 	@grep -q '^==> two-phase self-check: all' target/demo-phases.log \
@@ -80,7 +81,7 @@ lint-sql: setup ## squawk over migrations/
 test-infra: setup ## The CDK app's tests (assertions, cdk-nag, synth, cfn-lint)
 	@if [ -f infra/package.json ]; then npm --prefix infra test; else echo "no infra/ yet"; fi
 
-demo: setup ## The whole flow locally: PostgreSQL + moto, the function under cargo lambda, a Create and an Update, two phases
+demo: setup ## The whole flow locally: PostgreSQL + moto, the function under cargo lambda, a Create and an Update, a chain of invocations, two phases
 	$(VENV)/bin/python scripts/local.py demo
 
 demo-phases: setup ## The two-phase deploy alone: an old application works until the contract step (examples/two-phase)

@@ -4,7 +4,10 @@ and the benchmarks (bench/run), on the Python standard library:
 - one HTTP server that is both a Lambda Runtime API (the subset the Rust
   runtime uses) and the receiver of CloudFormation responses (any PUT, as to
   a pre-signed ResponseURL), optionally appending each PUT to a JSON-lines
-  log and calling back;
+  log and calling back; it also serves the Lambda Invoke API for
+  asynchronous invocations (`InvocationType=Event`: the event is queued with a
+  fresh deadline, as Lambda does), so a function that invokes itself
+  (`AWS_ENDPOINT_URL_LAMBDA`) chains locally;
 - `cfn_event`, a CloudFormation request; `moto_create_secret`.
 
 Every request is time-stamped with time.perf_counter() of this process, so
@@ -39,6 +42,8 @@ class RuntimeApi:
         self.init_error = None
         self.done = threading.Condition(self.lock)
         self.stopping = False
+        self.async_timeout = 60.0  # the deadline an asynchronous invocation gets (s)
+        self.async_events = []  # every event received through the Invoke API
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -90,6 +95,15 @@ class RuntimeApi:
                         api.init_error = body
                         api.done.notify_all()
                     return self._reply(202, b"{}")
+                if self.path.startswith("/2015-03-31/functions/") and self.path.endswith("/invocations"):
+                    if self.headers.get("X-Amz-Invocation-Type") != "Event":
+                        return self._reply(400, b'{"message": "only InvocationType=Event is served"}')
+                    with api.lock:
+                        api.async_events.append(json.loads(body))
+                        deadline_ms = int(time.time() * 1000 + api.async_timeout * 1000)
+                        api.pending.append((str(uuid.uuid4()), body, deadline_ms))
+                        api.done.notify_all()
+                    return self._reply(202, b"")
                 prefix = "/2018-06-01/runtime/invocation/"
                 if self.path.startswith(prefix):
                     rid, _, kind = self.path[len(prefix):].partition("/")
@@ -172,6 +186,13 @@ class RuntimeApi:
             put = self.puts.pop(url_path, None) if url_path else None
         return {"queued": queued, "handed_out": handed, "answered": answered, "kind": kind,
                 "body": body, "put": put}
+
+    def lambda_env(self):
+        """The variables Lambda gives a function process running against this
+        stand-in, its Invoke API (for a function invoking itself) included."""
+        return {"AWS_LAMBDA_RUNTIME_API": self.address, "AWS_LAMBDA_FUNCTION_NAME": "db-setup",
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256", "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+                "AWS_ENDPOINT_URL_LAMBDA": f"http://{self.address}"}
 
     def stop(self):
         with self.lock:

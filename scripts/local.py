@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.dont_write_bytecode = True  # no __pycache__ in scripts/
 sys.path.insert(0, str(ROOT / "scripts"))
-from lambda_local import RuntimeApi  # noqa: E402  (the receiver, shared with bench/)
+from lambda_local import RuntimeApi, cfn_event  # noqa: E402  (the receiver, shared with bench/)
 
 SERVERS = ROOT / "scripts" / "servers.sh"
 # Under /tmp: as root, PostgreSQL runs as `postgres`, which cannot enter a 0700 home.
@@ -235,6 +235,11 @@ def cmd_demo():
         print(f"  ok={report['ok']} present={report['present']} missing={report['missing']} different={report['different']}")
 
         try:
+            chain_section(env, function_env, sm)
+        except ChainFailed as e:
+            sys.exit(f"work longer than one invocation: FAILED: {e}")
+
+        try:
             phases_section(env, build_cli())
         except PhasesFailed as e:
             sys.exit(f"two-phase deploy: FAILED: {e}")
@@ -248,6 +253,89 @@ def cmd_demo():
         if (state / "watch.log").exists():
             shutil.copy(state / "watch.log", kept_log)
         stop_environment(state)
+
+
+# --- work longer than one invocation ---------------------------------------------------
+
+class ChainFailed(Exception):
+    """The chain of invocations did not do what it promises."""
+
+
+CHAIN_DBNAME = "chain"
+CHAIN_ADMIN_SECRET = "db-setup/local/chain-admin"
+
+
+def chain_section(env, function_env, sm, invocation_s=20):
+    """A Create on a fresh database `chain` that needs one invocation per migration: the
+    function (its debug binary) runs against the local Runtime API with 20 s invocations and
+    a 20 s reserve, so after each unit of work it stops, hands the turn over and invokes
+    itself asynchronously through the stand-in's Invoke API. Checked: one answer, SUCCESS,
+    every migration applied once, as many invocations as migrations. (`cargo lambda watch`
+    cannot show this: its Invoke API runs one invocation at a time and waits for it, so a
+    function invoking itself waits on itself.)"""
+    psql = Path(env["DB_SETUP_TEST_PG_BIN"]) / "psql"
+    subprocess.run([str(psql), "-X", "-q", env["DB_SETUP_TEST_PG_URL"], "-c", f"CREATE DATABASE {CHAIN_DBNAME}"],
+                   check=True)
+    admin = {"engine": "postgres", "host": env["DB_SETUP_TEST_PG_HOST"], "port": int(env["DB_SETUP_TEST_PG_PORT"]),
+             "dbname": CHAIN_DBNAME, "username": env["DB_SETUP_TEST_PG_USER"],
+             "password": env["DB_SETUP_TEST_PG_PASSWORD"]}
+    sm.create_secret(Name=CHAIN_ADMIN_SECRET, SecretString=json.dumps(admin))
+    subprocess.run(["cargo", "build", "--quiet", "--locked", "--bin", "db-setup"], cwd=ROOT, check=True)
+    api = RuntimeApi()
+    api.async_timeout = invocation_s
+    proc = None
+    try:
+        proc_env = dict(os.environ, **function_env)
+        proc_env.update({
+            "DB_SETUP_ADMIN_SECRET_ID": CHAIN_ADMIN_SECRET,
+            "DB_SETUP_USERS": "[]",
+            "DB_SETUP_CONTINUE": "true",
+            "DB_SETUP_TRANSACTION_MODE": "each",
+            "DB_SETUP_CONTINUE_RESERVE": f"{invocation_s}s",
+            **api.lambda_env(),
+        })
+        log = open(ROOT / ".tmp" / "demo-chain.log", "w")
+        proc = subprocess.Popen([str(ROOT / "target" / "debug" / "db-setup")], env=proc_env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        url = api.response_url()
+        event = cfn_event("Create", url, {"ServiceTimeout": "600"})
+        say(f"work longer than one invocation: a Create on a fresh database {CHAIN_DBNAME}, "
+            f"{invocation_s} s invocations with a {invocation_s} s reserve (one migration each)")
+        started = time.time()
+        first = api.invoke(event, timeout=invocation_s)
+        first_body = json.loads(first["body"] or b"{}")
+        print(f"  invocation 1 (CloudFormation's): {json.dumps(first_body)}")
+        path = url.split(f":{api.port}", 1)[-1]
+        end = time.monotonic() + 120
+        with api.lock:
+            while path not in api.puts and time.monotonic() < end:
+                api.done.wait(0.5)
+            answer = api.puts.get(path) or first["put"]
+            sent = len(api.async_events)
+        if answer is None:
+            raise ChainFailed("no answer reached CloudFormation's URL within 120 s (log: .tmp/demo-chain.log)")
+        body = json.loads(answer[1])
+        data = body.get("Data", {})
+        print(f"  the last invocation answered ({time.time() - started:.1f}s): Status {body.get('Status')}, "
+              f"Invocations {data.get('Invocations')}, Applied {data.get('Applied')}; "
+              f"the function invoked itself {sent} time(s)")
+        if body.get("Status") != "SUCCESS":
+            raise ChainFailed(f"the chain answered {body.get('Status')}: {body.get('Reason')}")
+        history = subprocess.run([str(psql), "-X", "-A", "-t", "-d", env["DB_SETUP_TEST_PG_URL"].rsplit("/", 1)[0]
+                                  + f"/{CHAIN_DBNAME}", "-c", "SELECT count(*), count(DISTINCT name) FROM pgmigrations"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+        total = len(list((ROOT / "migrations").glob("*.sql")))
+        if history != f"{total}|{total}" or data.get("Applied") != str(total):
+            raise ChainFailed(f"expected {total} migrations applied once each, the history holds {history}")
+        if data.get("Invocations") != str(total) or sent != total - 1:
+            raise ChainFailed(f"expected {total} invocations ({total - 1} started by the function), "
+                              f"got {data.get('Invocations')} ({sent})")
+        print(f"  one answer, {total} migrations each applied once: the chain works")
+    finally:
+        if proc:
+            proc.terminate()
+            proc.wait(timeout=30)
+        api.stop()
 
 
 # --- the two-phase deploy -------------------------------------------------------------

@@ -260,6 +260,8 @@ fn same_function(a: &str, b: &str) -> bool {
 struct Continuing {
     invoker: Arc<dyn Invoker>,
     reserve: Option<Duration>,
+    /// `AWS_LAMBDA_FUNCTION_NAME`, for an invoked ARN that is none.
+    own_name: Option<String>,
 }
 
 /// The answer to the Provider framework when its `isComplete` handler is this
@@ -335,11 +337,18 @@ impl<S: Work> Handler<S> {
     /// Lets a direct-mode deploy continue in new invocations of the function
     /// through `invoker`: no unit of work starts later than `reserve` (by
     /// default a third of the invocation's time for work) before the
-    /// invocation's deadline.
-    pub fn with_continuation(mut self, invoker: impl Invoker, reserve: Option<Duration>) -> Self {
+    /// invocation's deadline. `own_name` is the function's name
+    /// (`AWS_LAMBDA_FUNCTION_NAME`), used when the invoked ARN is none.
+    pub fn with_continuation(
+        mut self,
+        invoker: impl Invoker,
+        reserve: Option<Duration>,
+        own_name: Option<String>,
+    ) -> Self {
         self.continuing = Some(Continuing {
             invoker: Arc::new(invoker),
             reserve,
+            own_name,
         });
         self
     }
@@ -536,11 +545,12 @@ impl<S: Work> Handler<S> {
         };
         let payload = continuation::next_payload(invocation.raw, next)
             .map_err(|e| invoke_failed(format!("the event could not be copied: {e}")))?;
+        let name = crate::invoke::function_name(function, continuing.own_name.as_deref());
         continuing
             .invoker
-            .invoke_async(function, payload)
+            .invoke_async(&name, payload)
             .await
-            .map_err(invoke_failed)?;
+            .map_err(|e| invoke_failed(format!("function {name}: {e}")))?;
         info!(
             next = next.sequence,
             applied = applied.len(),

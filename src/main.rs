@@ -227,7 +227,11 @@ async fn main() -> Result<(), Error> {
             let handler = Handler::new(live.work, mode, responder, margin, budget)
                 .with_metrics_namespace(namespace);
             let handler = match live.continuation {
-                Some((invoker, reserve)) => handler.with_continuation(invoker, reserve),
+                Some((invoker, reserve)) => handler.with_continuation(
+                    invoker,
+                    reserve,
+                    std::env::var("AWS_LAMBDA_FUNCTION_NAME").ok(),
+                ),
                 None => handler,
             };
             serve(handler).await
