@@ -440,8 +440,12 @@ impl<S: SecretStore + 'static, R: Snapshots + 'static> LiveWork<S, R> {
                 before,
             });
         }
+        // The whole deploy's count (every invocation of a chain), for `Data`
+        // and the deploy metrics the last invocation emits.
+        let applied = (report.already_applied + report.applied.len()).saturating_sub(before);
+        progress.count(|c| c.migrations_applied = applied as u64);
         let mut data = Data {
-            applied: Some((report.already_applied + report.applied.len()).saturating_sub(before)),
+            applied: Some(applied),
             already_applied: Some(before),
             last_migration: Some(report.last_migration.unwrap_or_default()),
             phase,

@@ -128,6 +128,13 @@ async fn a_deploy_spans_several_invocations_and_answers_once() {
     assert!(invocations >= 3, "only {invocations} invocations");
     assert_eq!(d.runtime.async_events().len(), invocations - 1);
     assert_eq!(d.receiver.puts_to(&url).len(), 1, "answered more than once");
+    // One deploy-metrics record, from the last invocation, counting the whole deploy.
+    let logs = d.all_logs();
+    assert_eq!(logs.matches("\"MigrationsApplied\":").count(), 1, "{logs}");
+    assert!(
+        logs.contains(&format!("\"MigrationsApplied\":{total},")),
+        "{logs}"
+    );
 
     // Every invocation but the last handed over without answering.
     let outcomes = responses(&d.runtime.ended());
