@@ -44,15 +44,22 @@ fn unique(hint: &str) -> String {
     )
 }
 
+/// Creates the secret `secret` of `user`: with `password`, or with a
+/// placeholder the database does not know, as the CDK stack creates it.
+async fn user_secret(d: &Deployment, secret: &str, user: &str, password: Option<&str>) {
+    let password = password.map_or_else(|| format!("placeholder-{secret}"), str::to_string);
+    create_secret(
+        &d.sm,
+        secret,
+        &json!({"username": user, "password": password}),
+    )
+    .await;
+}
+
 /// A placeholder secret, as the CDK stack creates it.
 async fn placeholder(d: &Deployment, user: &str) -> String {
     let secret = secret_name(user);
-    create_secret(
-        &d.sm,
-        &secret,
-        &json!({"username": user, "password": format!("placeholder-{secret}")}),
-    )
-    .await;
+    user_secret(d, &secret, user, None).await;
     secret
 }
 
@@ -272,12 +279,7 @@ async fn a_login_refused_by_pg_hba_changes_nothing_and_says_why() {
         ))
         .await;
     let secret = secret_name("hba");
-    create_secret(
-        &seed.sm,
-        &secret,
-        &json!({"username": user, "password": "the-apps-password-1"}),
-    )
-    .await;
+    user_secret(&seed, &secret, &user, Some("the-apps-password-1")).await;
     let d = deployment(
         "hba",
         json!([{"username": user, "role": "readwrite", "secretId": secret, "adopt": true}]),
@@ -396,12 +398,7 @@ async fn a_user_of_another_database_is_refused_and_keeps_its_password() {
         vec![],
     )
     .await;
-    create_secret(
-        &c.sm,
-        &secret,
-        &json!({"username": user, "password": format!("placeholder-{secret}")}),
-    )
-    .await;
+    user_secret(&c, &secret, &user, None).await;
     let (_, put) = c.request("Create", props()).await;
     assert_eq!(put.body["Status"], "FAILED", "{}", put.body);
     let r = reason(&put);
@@ -548,12 +545,7 @@ async fn two_databases_racing_for_one_user_name_get_one_owner_and_a_clear_refusa
         )
         .await;
         for (d, s) in [(&a, &sa), (&b, &sb)] {
-            create_secret(
-                &d.sm,
-                s,
-                &json!({"username": user, "password": format!("placeholder-{s}")}),
-            )
-            .await;
+            user_secret(d, s, &user, None).await;
         }
         let ((_, pa), (_, pb)) =
             tokio::join!(a.request("Create", props()), b.request("Create", props()));
@@ -711,12 +703,7 @@ async fn a_deployment_from_before_marks_is_taken_over_without_a_change() {
         ))
         .await;
     let secret = secret_name("legacy");
-    create_secret(
-        &seed.sm,
-        &secret,
-        &json!({"username": user, "password": "legacy-password-1"}),
-    )
-    .await;
+    user_secret(&seed, &secret, &user, Some("legacy-password-1")).await;
     let mut d = deployment(
         "legacy",
         json!([{"username": user, "role": "readwrite", "secretId": secret}]),

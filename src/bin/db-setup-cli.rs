@@ -706,20 +706,8 @@ mod tests {
         let mut status = StatusReport {
             embedded: 1,
             history_table: TableState::Tracked,
-            applied: Vec::new(),
-            pending: Vec::new(),
-            problems: Vec::new(),
-            checksums_not_recorded: Vec::new(),
             plan: Some(Vec::new()),
-            held_back: Vec::new(),
-            phase: None,
-            waits_for_contract: Vec::new(),
-            breaking_allowed: Vec::new(),
-            lock_holder: None,
-            invalid_indexes: Vec::new(),
-            other_histories: Vec::new(),
-            advice: Vec::new(),
-            repair: None,
+            ..StatusReport::default()
         };
         assert_eq!(status_code(&status), 0);
         status.pending.push(PendingMigration {

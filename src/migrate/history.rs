@@ -43,10 +43,11 @@ pub const STATE_COLUMNS: &str = "to_regclass('public.pgmigrations') IS NOT NULL,
       AND attname IN ('checksum', 'execution_ms') AND NOT attisdropped)";
 
 /// What the history table looks like before a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TableState {
     /// No table yet.
+    #[default]
     Missing,
     /// Created by node-pg-migrate: no checksum column yet.
     NodePgMigrate,

@@ -114,7 +114,7 @@ pub struct PlannedStep {
 }
 
 /// The state of the database against the migrations: read only, no lock taken.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct StatusReport {
     /// Migrations embedded in this build.
     pub embedded: usize,
@@ -307,9 +307,6 @@ mod tests {
         StatusReport {
             embedded: 4,
             history_table: TableState::Tracked,
-            applied: Vec::new(),
-            pending: Vec::new(),
-            problems: Vec::new(),
             checksums_not_recorded: vec!["001_a".into()],
             plan: Some(vec![
                 PlannedStep {
@@ -322,14 +319,7 @@ mod tests {
                 },
             ]),
             held_back: vec!["005_e".into()],
-            phase: None,
-            waits_for_contract: Vec::new(),
-            breaking_allowed: Vec::new(),
-            lock_holder: None,
-            invalid_indexes: Vec::new(),
-            other_histories: Vec::new(),
-            advice: Vec::new(),
-            repair: None,
+            ..StatusReport::default()
         }
     }
 
